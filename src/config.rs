@@ -1,0 +1,368 @@
+//! The command line: what the operator asked for, checked and typed.
+//!
+//! [`Config::parse`] turns `argv` into a [`Config`] or a [`CliError`] whose
+//! one-line message names the offending value. Nothing here touches the
+//! network or the file system; binding happens in [`crate::server`].
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default inclusive bounds of the answers, as in the original (`rand.Intn(99)+1`).
+pub const DEFAULT_MIN: i64 = 1;
+/// See [`DEFAULT_MIN`].
+pub const DEFAULT_MAX: i64 = 99;
+/// Default `--max-line`: long enough for any honest line, short enough to
+/// notice a client that never sends `\n`.
+pub const DEFAULT_MAX_LINE: usize = 8192;
+/// Default `--shutdown-timeout`, in seconds.
+pub const DEFAULT_SHUTDOWN_SECS: u64 = 5;
+
+/// Everything the server needs to know, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// TCP addresses to bind, in the order given (`PORT` first).
+    pub listen: Vec<SocketAddr>,
+    /// Unix domain socket paths to bind.
+    pub unix: Vec<PathBuf>,
+    /// `Some(seed)`: reproducible numbers; `None`: seeded from the OS.
+    pub seed: Option<u64>,
+    /// Smallest answer (inclusive).
+    pub min: i64,
+    /// Largest answer (inclusive).
+    pub max: i64,
+    /// `None`: derived from the file-descriptor limit at start.
+    pub max_connections: Option<usize>,
+    /// Longest line, in bytes before `\n`; `None` means no limit.
+    pub max_line: Option<usize>,
+    /// Close clients silent for this long; `None` means never.
+    pub idle_timeout: Option<Duration>,
+    /// How long SIGTERM/SIGINT waits for clients to drain.
+    pub shutdown_timeout: Duration,
+}
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub enum Command {
+    /// Run the server.
+    Serve(Config),
+    /// Print [`HELP`] and exit 0.
+    Help,
+    /// Print the version and exit 0.
+    Version,
+}
+
+/// A command line that cannot be served. Exit code 2.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CliError {
+    /// Nothing to listen on: print [`USAGE`].
+    NoListener,
+    /// One line naming the bad value.
+    Invalid(String),
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::NoListener => f.write_str(USAGE),
+            CliError::Invalid(msg) => f.write_str(msg),
+        }
+    }
+}
+
+impl std::error::Error for CliError {}
+
+impl From<lexopt::Error> for CliError {
+    fn from(e: lexopt::Error) -> Self {
+        CliError::Invalid(e.to_string())
+    }
+}
+
+/// Short usage, printed on stderr when nothing to listen on was given.
+pub const USAGE: &str = "\
+usage: randline [OPTIONS] [PORT]
+       randline --listen 127.0.0.1:7000
+       randline --unix /run/randline.sock
+Answers every line it receives with a random integer; STOP ends the session.
+Try 'randline --help' for the options.";
+
+/// Full help, printed on stdout by `-h`/`--help`.
+pub const HELP: &str = "\
+randline: answers every line a client sends with a random integer.
+
+usage: randline [OPTIONS] [PORT]
+
+  PORT                      listen on 0.0.0.0:PORT (like the original)
+  -l, --listen ADDR         listen on HOST:PORT, e.g. 127.0.0.1:7000 or [::1]:7000;
+                            port 0 lets the OS pick; repeatable
+      --unix PATH           also listen on a Unix domain socket; repeatable
+      --seed N              u64 seed: the same numbers for the same lines
+                            (default: seeded from the OS)
+      --min N               smallest answer, any i64 (default 1)
+      --max N               largest answer, any i64 (default 99)
+      --max-connections N   one more client gets 'ERR server busy' and is closed
+                            (default: the open-file limit minus 32)
+      --max-line BYTES      longest line before '\\n'; longer gets
+                            'ERR line too long' and is closed; 0 = no limit
+                            (default 8192)
+      --idle-timeout SECS   close clients silent this long; 0 = never (default 0)
+      --shutdown-timeout SECS
+                            on SIGTERM/SIGINT, wait this long for clients to
+                            drain before cutting them (default 5)
+  -h, --help                print this help
+  -V, --version             print the version
+
+Logs go to stderr; set the level with RUST_LOG (error, warn, info, debug,
+trace; default info). Protocol: a line is answered by one integer and '\\n';
+the line 'STOP' closes the session.";
+
+impl Config {
+    /// Parses the arguments after the program name.
+    pub fn parse<I>(args: I) -> Result<Command, CliError>
+    where
+        I: IntoIterator,
+        I::Item: Into<OsString>,
+    {
+        use lexopt::prelude::*;
+
+        let mut parser = lexopt::Parser::from_args(args);
+        let mut cfg = Config {
+            listen: Vec::new(),
+            unix: Vec::new(),
+            seed: None,
+            min: DEFAULT_MIN,
+            max: DEFAULT_MAX,
+            max_connections: None,
+            max_line: Some(DEFAULT_MAX_LINE),
+            idle_timeout: None,
+            shutdown_timeout: Duration::from_secs(DEFAULT_SHUTDOWN_SECS),
+        };
+        let mut port: Option<u16> = None;
+
+        while let Some(arg) = parser.next()? {
+            match arg {
+                Short('h') | Long("help") => return Ok(Command::Help),
+                Short('V') | Long("version") => return Ok(Command::Version),
+                Short('l') | Long("listen") => {
+                    let v = string_value(&mut parser, "--listen")?;
+                    cfg.listen.push(parse_addr(&v)?);
+                }
+                Long("unix") => {
+                    let v = parser.value()?;
+                    if v.is_empty() {
+                        return Err(invalid("--unix", "", "expected a path"));
+                    }
+                    cfg.unix.push(PathBuf::from(v));
+                }
+                Long("seed") => cfg.seed = Some(number(&mut parser, "--seed")?),
+                Long("min") => cfg.min = number(&mut parser, "--min")?,
+                Long("max") => cfg.max = number(&mut parser, "--max")?,
+                Long("max-connections") => {
+                    let n: usize = number(&mut parser, "--max-connections")?;
+                    if n == 0 {
+                        return Err(invalid("--max-connections", "0", "must be at least 1"));
+                    }
+                    cfg.max_connections = Some(n);
+                }
+                Long("max-line") => {
+                    let n: usize = number(&mut parser, "--max-line")?;
+                    cfg.max_line = (n > 0).then_some(n);
+                }
+                Long("idle-timeout") => {
+                    let d = seconds(&mut parser, "--idle-timeout")?;
+                    cfg.idle_timeout = (!d.is_zero()).then_some(d);
+                }
+                Long("shutdown-timeout") => {
+                    cfg.shutdown_timeout = seconds(&mut parser, "--shutdown-timeout")?;
+                }
+                Value(v) => {
+                    let v = v.to_string_lossy().into_owned();
+                    if port.is_some() {
+                        return Err(invalid("argument", &v, "only one PORT may be given"));
+                    }
+                    port = Some(parse_port(&v)?);
+                }
+                // `randline -10`: lexopt sees option `-1` with `0` attached.
+                // Put the number back together so the message names it.
+                Short(c) if c.is_ascii_digit() => {
+                    let rest = parser
+                        .optional_value()
+                        .map(|v| v.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    return Err(bad_port(&format!("-{c}{rest}")));
+                }
+                _ => return Err(arg.unexpected().into()),
+            }
+        }
+
+        if cfg.min > cfg.max {
+            return Err(CliError::Invalid(format!(
+                "invalid bounds --min {} --max {}: min must not exceed max",
+                cfg.min, cfg.max
+            )));
+        }
+        if let Some(p) = port {
+            cfg.listen.insert(0, SocketAddr::from(([0, 0, 0, 0], p)));
+        }
+        if cfg.listen.is_empty() && cfg.unix.is_empty() {
+            return Err(CliError::NoListener);
+        }
+        Ok(Command::Serve(cfg))
+    }
+}
+
+fn invalid(what: &str, value: &str, why: &str) -> CliError {
+    CliError::Invalid(format!("invalid value '{value}' for {what}: {why}"))
+}
+
+fn bad_port(value: &str) -> CliError {
+    CliError::Invalid(format!(
+        "invalid port '{value}': expected a number from 0 to 65535"
+    ))
+}
+
+fn string_value(parser: &mut lexopt::Parser, flag: &str) -> Result<String, CliError> {
+    let raw = parser.value()?;
+    raw.into_string()
+        .map_err(|raw| invalid(flag, &raw.to_string_lossy(), "not valid UTF-8"))
+}
+
+fn number<T: std::str::FromStr>(parser: &mut lexopt::Parser, flag: &str) -> Result<T, CliError>
+where
+    T::Err: fmt::Display,
+{
+    let v = string_value(parser, flag)?;
+    v.parse::<T>()
+        .map_err(|e| invalid(flag, &v, &e.to_string()))
+}
+
+fn seconds(parser: &mut lexopt::Parser, flag: &str) -> Result<Duration, CliError> {
+    let n: u64 = number(parser, flag)?;
+    // Keep `Instant + Duration` far from overflow.
+    if n > 100 * 365 * 24 * 3600 {
+        return Err(invalid(flag, &n.to_string(), "more than a century"));
+    }
+    Ok(Duration::from_secs(n))
+}
+
+fn parse_port(v: &str) -> Result<u16, CliError> {
+    // Only plain decimal digits: `+80` or ` 80` are typos, not ports.
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad_port(v));
+    }
+    v.parse::<u16>().map_err(|_| bad_port(v))
+}
+
+/// `127.0.0.1:7000`, `[::1]:0`, `localhost:7000`. A host name is resolved
+/// once, here, and its first address is used.
+fn parse_addr(v: &str) -> Result<SocketAddr, CliError> {
+    if let Ok(addr) = v.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = v.rsplit_once(':') else {
+        return Err(invalid(
+            "--listen",
+            v,
+            "expected HOST:PORT, e.g. 127.0.0.1:7000",
+        ));
+    };
+    if parse_port(port).is_err() {
+        return Err(invalid(
+            "--listen",
+            v,
+            "the port must be a number from 0 to 65535",
+        ));
+    }
+    if host.is_empty() {
+        return Err(invalid(
+            "--listen",
+            v,
+            "expected HOST:PORT, e.g. 127.0.0.1:7000",
+        ));
+    }
+    match v.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| invalid("--listen", v, "the host has no address")),
+        Err(e) => Err(invalid("--listen", v, &e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, CliError> {
+        Config::parse(args.iter().copied())
+    }
+
+    fn serve(args: &[&str]) -> Config {
+        match parse(args) {
+            Ok(Command::Serve(c)) => c,
+            other => panic!("{args:?} gave {other:?}"),
+        }
+    }
+
+    fn error(args: &[&str]) -> String {
+        match parse(args) {
+            Err(e) => e.to_string(),
+            other => panic!("{args:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn port_alone_listens_on_all_ipv4_interfaces() {
+        let c = serve(&["8001"]);
+        assert_eq!(c.listen, vec!["0.0.0.0:8001".parse().unwrap()]);
+        assert_eq!((c.min, c.max), (1, 99));
+        assert_eq!(c.max_line, Some(8192));
+        assert_eq!(c.idle_timeout, None);
+    }
+
+    #[test]
+    fn listen_is_repeatable_and_accepts_ipv6() {
+        let c = serve(&["-l", "127.0.0.1:0", "--listen", "[::1]:7000"]);
+        assert_eq!(c.listen.len(), 2);
+        assert!(c.listen[1].is_ipv6());
+    }
+
+    #[test]
+    fn negative_bounds_are_values_not_flags() {
+        let c = serve(&["--min", "-5", "--max=-1", "1"]);
+        assert_eq!((c.min, c.max), (-5, -1));
+    }
+
+    #[test]
+    fn zero_means_off() {
+        let c = serve(&["--max-line", "0", "--idle-timeout", "0", "1"]);
+        assert_eq!(c.max_line, None);
+        assert_eq!(c.idle_timeout, None);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        assert!(error(&["12a"]).contains("'12a'"));
+        assert!(error(&["-10"]).contains("'-10'"));
+        assert!(error(&["70000"]).contains("'70000'"));
+        assert!(error(&["--min", "5", "--max", "1"]).contains("--min 5 --max 1"));
+        assert!(error(&["--frobnicate", "1"]).contains("--frobnicate"));
+        assert!(error(&["--seed", "x", "1"]).contains("'x'"));
+        assert!(error(&["-l", "nonsense", "1"]).contains("'nonsense'"));
+        assert!(error(&["-l", "127.0.0.1:99999"]).contains("'127.0.0.1:99999'"));
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        for args in [&["12a"][..], &["--max-connections", "0"], &["--min"]] {
+            assert!(!error(args).contains('\n'), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn nothing_to_listen_on_is_a_usage_error() {
+        assert_eq!(parse(&[]).unwrap_err(), CliError::NoListener);
+        assert!(matches!(parse(&["--seed", "3"]), Err(CliError::NoListener)));
+    }
+}

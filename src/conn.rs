@@ -1,0 +1,458 @@
+//! One client: its socket, its place in a line, its unsent answers, and the
+//! phase of its life. [`Conn::drive`] does all of a connection's I/O.
+//!
+//! What is *not* here: accepting, polling, timers and the slab, which are
+//! the loop's business ([`crate::server`]); and the meaning of bytes, which
+//! is the framer's ([`crate::line`]).
+//!
+//! ```text
+//!            accept                 STOP, line too long,          answers
+//!   (busy) ─────────┐               shutdown                      flushed
+//!   accept ──► Open ─┴──────────────────────────► Closing{linger} ───────► Lingering ──► closed
+//!               │   client EOF                                            (shut down write,
+//!               └────────────────────────────► Closing{no linger} ──► closed  discard input
+//!                                               (answers flushed)             until EOF or 2 s)
+//! ```
+//!
+//! The rules of edge-triggered readiness that this file obeys:
+//! - **Readiness is a latch, not a message.** An event sets `readable` or
+//!   `writable`; only a `WouldBlock` from the kernel clears it. An event is
+//!   a hint: the read or write result is the truth (spurious events happen).
+//! - **Drain until `WouldBlock`.** No new edge comes for bytes already in
+//!   the socket, so a read loop that stops early must remember why: the
+//!   per-turn budget ran out ([`Status::Again`]: the loop calls us again), or
+//!   output is backed up (we resume ourselves when a write drains it).
+//! - **Write first, wait only for the rest.** Answers are written as soon as
+//!   a read batch is framed; only what the kernel refuses waits in `out` for
+//!   a writable edge. Nobody re-registers interest, ever.
+
+use crate::line::{Frame, LineFramer};
+use crate::net::{Peer, Stream};
+use crate::numbers::Numbers;
+use log::trace;
+use mio::Token;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
+
+/// Output kept for a client that does not read. Past [`OUT_LOW`] we stop
+/// reading from it; every read is sized so that its answers fit below
+/// `OUT_CAP` (plus one short error line), so this is a hard bound.
+pub const OUT_CAP: usize = 64 * 1024;
+/// Reading resumes once pending output is at or below this.
+pub const OUT_LOW: usize = 16 * 1024;
+/// Bytes one connection may read per loop turn before others get a go.
+pub const READ_BUDGET: usize = 64 * 1024;
+/// How long a closing connection may take to flush its answers.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long input is discarded after our FIN before the socket is closed.
+pub const LINGER: Duration = Duration::from_secs(2);
+
+const ERR_TOO_LONG: &[u8] = b"ERR line too long\n";
+/// Sent to one client too many, before a lingering close.
+pub const ERR_BUSY: &[u8] = b"ERR server busy\n";
+
+/// What a connection borrows from the loop while it runs.
+pub struct Shared {
+    /// Every read lands here; only the framer's small state survives it.
+    pub rbuf: Box<[u8]>,
+    /// Answers of the current read batch, for a client with nothing pending.
+    /// Always empty between two calls of [`Conn::drive`].
+    pub scratch: Vec<u8>,
+    /// The one number source.
+    pub numbers: Numbers,
+    /// `--max-line`.
+    pub max_line: Option<usize>,
+    /// The time of this loop turn (one clock read per wake-up).
+    pub now: Instant,
+}
+
+/// Why a connection ended, for the debug log.
+#[derive(Debug)]
+pub enum Why {
+    /// The client sent EOF; its complete lines were answered.
+    ClientClosed,
+    /// The client sent `STOP`.
+    Stop,
+    /// A line passed `--max-line`.
+    TooLong,
+    /// Rejected at accept: `--max-connections` reached.
+    Busy,
+    /// The server is shutting down.
+    Shutdown,
+    /// Nothing received for `--idle-timeout`.
+    Idle,
+    /// The client did not take its answers (or its FIN) in time.
+    Timeout,
+    /// The socket failed (reset by peer, broken pipe...).
+    Failed(io::Error),
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Why::ClientClosed => f.write_str("client closed"),
+            Why::Stop => f.write_str("STOP"),
+            Why::TooLong => f.write_str("line too long"),
+            Why::Busy => f.write_str("server busy"),
+            Why::Shutdown => f.write_str("shutdown"),
+            Why::Idle => f.write_str("idle timeout"),
+            Why::Timeout => f.write_str("timed out while closing"),
+            Why::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Where a connection is in its life (see the picture at the top).
+#[derive(Debug)]
+enum Phase {
+    /// Reading lines, answering them.
+    Open,
+    /// No more lines will be read. Once `out` is flushed: shut down our
+    /// write side and linger if the client may still be sending, else close.
+    Closing { linger: bool, why: Why },
+    /// Our FIN is sent. Input is read and thrown away until the client's
+    /// EOF or the deadline, so that closing never answers unread input with
+    /// a reset that could destroy answers the client has not read yet.
+    Lingering { why: Why },
+    /// Finished; the loop frees the slot at the end of the turn.
+    Closed,
+}
+
+/// What the loop should do with a connection after driving it.
+#[derive(Debug)]
+pub enum Status {
+    /// Nothing more to do until the next event (or deadline).
+    Wait,
+    /// The read budget ran out before `WouldBlock`: drive it again next turn.
+    Again,
+    /// Deregister and drop it.
+    Closed(Why),
+}
+
+/// One client connection.
+pub struct Conn {
+    stream: Stream,
+    /// Who is on the other end, for logs.
+    pub peer: Peer,
+    framer: LineFramer,
+    /// Answers the kernel has not taken yet. No allocation while empty:
+    /// an idle client owns no buffer.
+    out: Vec<u8>,
+    phase: Phase,
+    /// The socket may have input: set by events, cleared by `WouldBlock`.
+    readable: bool,
+    /// The socket may take output: set by events, cleared by `WouldBlock`.
+    writable: bool,
+    /// In phase `Open`: when input last arrived (for `--idle-timeout`).
+    /// In the closing phases: when to give up on the client.
+    clock: Instant,
+    /// Already in the loop's "drive again" list.
+    pub queued: bool,
+    /// Counts against `--max-connections` (a rejected client does not).
+    pub counted: bool,
+}
+
+impl Conn {
+    /// A fresh client, ready for lines.
+    pub fn new(stream: Stream, peer: Peer, now: Instant) -> Self {
+        Conn {
+            stream,
+            peer,
+            framer: LineFramer::new(),
+            out: Vec::new(),
+            phase: Phase::Open,
+            readable: false,
+            // A new socket's send buffer is empty: writing will succeed.
+            writable: true,
+            clock: now,
+            queued: false,
+            counted: true,
+        }
+    }
+
+    /// A client over `--max-connections`: it gets [`ERR_BUSY`], then a
+    /// lingering close.
+    pub fn busy(stream: Stream, peer: Peer, now: Instant) -> Self {
+        let mut c = Conn::new(stream, peer, now);
+        c.out.extend_from_slice(ERR_BUSY);
+        c.close(Why::Busy, now + FLUSH_TIMEOUT);
+        c.counted = false;
+        c
+    }
+
+    /// The socket, for (de)registration.
+    pub fn stream(&mut self) -> &mut Stream {
+        &mut self.stream
+    }
+
+    /// Latches what an event reported. Error and hang-up flags latch both
+    /// directions: the next read or write returns the real error.
+    pub fn mark_ready(&mut self, event: &mio::event::Event) {
+        let failed = event.is_error();
+        self.readable |= event.is_readable() || event.is_read_closed() || failed;
+        self.writable |= event.is_writable() || event.is_write_closed() || failed;
+    }
+
+    /// True while the connection is still reading and answering lines.
+    pub fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open)
+    }
+
+    /// True once the connection has finished (its slot is freed at the end
+    /// of the loop turn).
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    /// When this connection next needs the loop's attention without an event.
+    pub fn deadline(&self, idle: Option<Duration>) -> Option<Instant> {
+        match self.phase {
+            Phase::Open => idle.map(|d| self.clock + d),
+            Phase::Closing { .. } | Phase::Lingering { .. } => Some(self.clock),
+            Phase::Closed => None,
+        }
+    }
+
+    /// Its deadline has passed. An idle client is closed gracefully (drive
+    /// it next); one that was already closing is given up now.
+    pub fn expire(&mut self, now: Instant) -> Option<Status> {
+        if self.is_open() {
+            self.close(Why::Idle, now + LINGER);
+            None
+        } else {
+            Some(self.finish(Some(Why::Timeout)))
+        }
+    }
+
+    /// Stop answering lines (after the ones already answered) and close
+    /// gracefully by `by` at the latest.
+    pub fn close(&mut self, why: Why, by: Instant) {
+        match self.phase {
+            Phase::Open => {
+                self.phase = Phase::Closing { linger: true, why };
+                self.clock = by;
+            }
+            // Already closing: only the deadline can come closer.
+            _ => self.clock = self.clock.min(by),
+        }
+    }
+
+    /// Does all the I/O the connection is ready for: read and answer lines
+    /// (within the budget), write answers, and move through the closing
+    /// phases. Called for every event and for every "again" entry.
+    pub fn drive(&mut self, token: Token, sh: &mut Shared) -> Status {
+        let mut budget = READ_BUDGET;
+        loop {
+            let mut client_done = false;
+            let io = match self.phase {
+                Phase::Open => self.read_lines(token, sh, &mut budget),
+                Phase::Lingering { .. } => self
+                    .discard_input(token, &mut sh.rbuf, &mut budget)
+                    .map(|eof| client_done = eof),
+                Phase::Closing { .. } | Phase::Closed => Ok(()),
+            };
+            if let Err(e) = io.and_then(|()| self.flush(token, &mut sh.scratch)) {
+                return self.finish(Some(Why::Failed(e)));
+            }
+            if client_done {
+                return self.finish(None);
+            }
+
+            if let Phase::Closing { linger, .. } = self.phase
+                && self.out.is_empty()
+            {
+                // Every answer is with the kernel now.
+                if !linger {
+                    return self.finish(None);
+                }
+                // Our FIN goes out behind the answers: the client reads
+                // them, then EOF. Its own unread bytes we read and drop.
+                if let Err(e) = self.stream.shutdown(Shutdown::Write) {
+                    return self.finish(Some(Why::Failed(e)));
+                }
+                trace!("{} shut down write side, lingering", token.0);
+                if let Phase::Closing { why, .. } =
+                    std::mem::replace(&mut self.phase, Phase::Closed)
+                {
+                    self.phase = Phase::Lingering { why };
+                }
+                self.clock = self.clock.min(sh.now + LINGER);
+            }
+
+            // Go round again only if reading stopped for backpressure and
+            // the write just made room: no event would come to resume it.
+            if !(self.reads() && self.readable && budget > 0 && self.out.len() <= OUT_LOW) {
+                break;
+            }
+        }
+        if self.reads() && self.readable && budget == 0 {
+            Status::Again
+        } else {
+            Status::Wait
+        }
+    }
+
+    /// Gives up the connection now; a failure overrides the planned reason.
+    pub fn finish(&mut self, failure: Option<Why>) -> Status {
+        let planned = match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::Closing { why, .. } | Phase::Lingering { why } => why,
+            Phase::Open | Phase::Closed => Why::ClientClosed,
+        };
+        Status::Closed(failure.unwrap_or(planned))
+    }
+
+    /// In a phase that reads from the socket.
+    fn reads(&self) -> bool {
+        matches!(self.phase, Phase::Open | Phase::Lingering { .. })
+    }
+
+    /// Reads until `WouldBlock`, EOF, the budget, or backpressure; frames
+    /// what it reads and appends one answer per complete line.
+    fn read_lines(&mut self, token: Token, sh: &mut Shared, budget: &mut usize) -> io::Result<()> {
+        let max_answer = sh.numbers.max_len();
+        while self.readable && *budget > 0 {
+            // Answers go straight to the shared scratch buffer, unless older
+            // ones are still waiting: then behind them, to keep the order.
+            let out = if self.out.is_empty() {
+                &mut sh.scratch
+            } else {
+                &mut self.out
+            };
+            if out.len() > OUT_LOW {
+                trace!(
+                    "{} paused reading: {} bytes of answers pending",
+                    token.0,
+                    out.len()
+                );
+                return Ok(());
+            }
+            // Every byte read could end a line: read no more than the
+            // answers that still fit under OUT_CAP.
+            let want = ((OUT_CAP - out.len()) / max_answer)
+                .min(sh.rbuf.len())
+                .min(*budget);
+            let n = match self.stream.read(&mut sh.rbuf[..want]) {
+                Ok(0) => {
+                    trace!("{} read EOF", token.0);
+                    self.phase = Phase::Closing {
+                        linger: false,
+                        why: Why::ClientClosed,
+                    };
+                    return Ok(());
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    trace!("{} read WouldBlock", token.0);
+                    self.readable = false;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            trace!("{} read {n} bytes", token.0);
+            *budget -= n;
+            self.clock = sh.now;
+
+            let mut input = &sh.rbuf[..n];
+            while !input.is_empty() {
+                let (used, frame) = self.framer.advance(input, sh.max_line);
+                input = &input[used..];
+                match frame {
+                    None => {}
+                    Some(Frame::Line) => sh.numbers.write_next(out),
+                    Some(Frame::Stop) => {
+                        self.close(Why::Stop, sh.now + FLUSH_TIMEOUT);
+                        return Ok(());
+                    }
+                    Some(Frame::TooLong) => {
+                        out.extend_from_slice(ERR_TOO_LONG);
+                        self.close(Why::TooLong, sh.now + FLUSH_TIMEOUT);
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Lingering: reads and drops input until EOF, `WouldBlock` or the
+    /// budget. Returns true at EOF.
+    fn discard_input(
+        &mut self,
+        token: Token,
+        rbuf: &mut [u8],
+        budget: &mut usize,
+    ) -> io::Result<bool> {
+        while self.readable && *budget > 0 {
+            match self.stream.read(rbuf) {
+                Ok(0) => {
+                    trace!("{} read EOF while lingering", token.0);
+                    return Ok(true);
+                }
+                Ok(n) => {
+                    trace!("{} discarded {n} bytes", token.0);
+                    *budget = budget.saturating_sub(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Writes pending answers until done or `WouldBlock`. Leaves `scratch`
+    /// empty; what the kernel did not take is kept in `out`.
+    fn flush(&mut self, token: Token, scratch: &mut Vec<u8>) -> io::Result<()> {
+        if !scratch.is_empty() {
+            let written = write_some(token, &mut self.stream, scratch, &mut self.writable);
+            if let Ok(n) = written {
+                self.out.extend_from_slice(&scratch[n..]);
+            }
+            scratch.clear();
+            written.map(drop)
+        } else if !self.out.is_empty() {
+            let n = write_some(token, &mut self.stream, &self.out, &mut self.writable)?;
+            self.out.drain(..n);
+            if self.out.is_empty() {
+                // Give the memory back: an idle client owns no buffer.
+                self.out = Vec::new();
+            }
+            Ok(())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Writes as much of `buf` as the socket takes; returns how much it took.
+fn write_some(
+    token: Token,
+    stream: &mut Stream,
+    buf: &[u8],
+    writable: &mut bool,
+) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() && *writable {
+        match stream.write(&buf[done..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                trace!("{} wrote {n} of {} bytes", token.0, buf.len() - done);
+                done += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                trace!(
+                    "{} write WouldBlock, {} bytes wait for a writable event",
+                    token.0,
+                    buf.len() - done
+                );
+                *writable = false;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}

@@ -1,0 +1,36 @@
+//! randline: a TCP (and Unix socket) server that answers every line with a
+//! random integer, on one thread, with one `mio::Poll`.
+//!
+//! # How to read this crate
+//!
+//! Start with [`server`]: its `run` is the whole event loop on one screen:
+//! poll, accept, drive each ready client, fire deadlines, free closed slots.
+//! Then [`conn`], where one client's bytes are read, framed, answered and
+//! written, and where the rules of edge-triggered I/O are stated next to
+//! the code that obeys them. The rest are leaves with no I/O of their own:
+//!
+//! | file | holds | does not hold |
+//! |---|---|---|
+//! | [`config`] | the command line, checked and typed | anything that binds or logs |
+//! | [`server`] | the loop, accepting, deadlines, shutdown | per-byte work |
+//! | [`conn`] | one client: read, answer, write, close phases | polling, timers |
+//! | [`line`] | the line framer (pure, tested on every split) | sockets |
+//! | [`numbers`] | the random number source and its text form | framing |
+//! | [`net`] | TCP/Unix listeners and streams behind one type | policy |
+//! | [`sys`] | the open-file limit | |
+//! | [`logging`] | the log line format | |
+//!
+//! `src/main.rs` only wires them: parse, log, raise the fd limit, bind, run,
+//! and map the outcome to an exit code (0 ok, 1 runtime failure, 2 usage).
+//! docs/architecture.md draws the loop and a connection's life.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod conn;
+pub mod line;
+pub mod logging;
+pub mod net;
+pub mod numbers;
+pub mod server;
+pub mod sys;

@@ -1,0 +1,56 @@
+//! The `randline` binary: parse, log, raise the fd limit, bind, run.
+//! Exit codes: 0 after a clean shutdown (or --help/--version), 1 when the
+//! server cannot start or run, 2 for a bad command line.
+
+#![forbid(unsafe_code)]
+
+use randline::config::{CliError, Command, Config, HELP};
+use randline::server::Server;
+use randline::{logging, sys};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cfg = match Config::parse(std::env::args_os().skip(1)) {
+        Ok(Command::Serve(cfg)) => cfg,
+        Ok(Command::Help) => {
+            println!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("randline {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e @ CliError::NoListener) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("randline: {e}");
+            return ExitCode::from(2);
+        }
+    };
+
+    logging::init();
+    let fd_limit = match sys::raise_fd_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            log::error!("cannot read the open-file limit: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let server = match Server::bind(&cfg, fd_limit) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("event loop failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Sockets of both families behind one type each: [`Listener`] and
+//! [`Stream`] are TCP or Unix, and [`Peer`] says who is on the other end.
+//!
+//! Only the plumbing lives here (bind, accept, read, write, shutdown and
+//! mio registration, passed through to mio). What to do with a socket
+//! belongs to [`crate::server`] and [`crate::conn`].
+
+use mio::event::Source;
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// A bound, listening, non-blocking socket.
+pub enum Listener {
+    /// `--listen` or `PORT`.
+    Tcp(TcpListener),
+    /// `--unix`; the path is removed again when the listener is dropped.
+    Unix(UnixListener, PathBuf),
+}
+
+/// Where a listener listens, for the `listening on` log line.
+pub enum LocalAddr {
+    /// The bound address, with the port the OS picked for port 0.
+    Tcp(SocketAddr),
+    /// The socket's path.
+    Unix(PathBuf),
+}
+
+impl fmt::Display for LocalAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LocalAddr::Tcp(a) => write!(f, "{a}"),
+            LocalAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl Listener {
+    /// Binds a TCP listener (mio sets `SO_REUSEADDR` and a backlog of 1024).
+    pub fn bind_tcp(addr: SocketAddr) -> io::Result<Self> {
+        TcpListener::bind(addr).map(Listener::Tcp)
+    }
+
+    /// Binds a Unix listener at `path`. A socket file left behind by a dead
+    /// server is replaced; one that a live server answers on is not.
+    pub fn bind_unix(path: &Path) -> io::Result<Self> {
+        match UnixListener::bind(path) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && is_stale_socket(path) => {
+                std::fs::remove_file(path)?;
+                UnixListener::bind(path)
+            }
+            other => other,
+        }
+        .map(|l| Listener::Unix(l, path.to_path_buf()))
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> io::Result<LocalAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().map(LocalAddr::Tcp),
+            Listener::Unix(_, path) => Ok(LocalAddr::Unix(path.clone())),
+        }
+    }
+
+    /// Accepts one pending connection, as a non-blocking stream.
+    pub fn accept(&self) -> io::Result<(Stream, Peer)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, addr) = l.accept()?;
+                // Answers are tiny and must leave at once: without this,
+                // Nagle's algorithm holds an answer back while the client's
+                // delayed ACK waits for more, a 40 ms stall per exchange.
+                s.set_nodelay(true)?;
+                Ok((Stream::Tcp(s), Peer::Tcp(addr)))
+            }
+            Listener::Unix(l, _) => {
+                let (s, _) = l.accept()?;
+                Ok((Stream::Unix(s), Peer::Unix))
+            }
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, path) = self {
+            // Best effort: a leftover file is replaced at the next start.
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A socket file nobody accepts on any more (connecting is refused).
+fn is_stale_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket = std::fs::symlink_metadata(path)
+        .map(|m| m.file_type().is_socket())
+        .unwrap_or(false);
+    is_socket
+        && matches!(
+            std::os::unix::net::UnixStream::connect(path),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused
+        )
+}
+
+/// A connected, non-blocking client socket.
+pub enum Stream {
+    /// From a TCP listener.
+    Tcp(TcpStream),
+    /// From a Unix listener.
+    Unix(UnixStream),
+}
+
+impl Stream {
+    /// Half-closes: `Shutdown::Write` sends FIN after the queued answers.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(how),
+            Stream::Unix(s) => s.shutdown(how),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+// Registration is passed straight through, so the poll watches the real fd.
+impl Source for Stream {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.register(r, t, i),
+            Stream::Unix(s) => s.register(r, t, i),
+        }
+    }
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.reregister(r, t, i),
+            Stream::Unix(s) => s.reregister(r, t, i),
+        }
+    }
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.deregister(r),
+            Stream::Unix(s) => s.deregister(r),
+        }
+    }
+}
+
+impl Source for Listener {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.register(r, t, i),
+            Listener::Unix(l, _) => l.register(r, t, i),
+        }
+    }
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.reregister(r, t, i),
+            Listener::Unix(l, _) => l.reregister(r, t, i),
+        }
+    }
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.deregister(r),
+            Listener::Unix(l, _) => l.deregister(r),
+        }
+    }
+}
+
+/// The other end of a connection, for logs.
+#[derive(Debug, Clone, Copy)]
+pub enum Peer {
+    /// A TCP client's address and port.
+    Tcp(SocketAddr),
+    /// Unix clients are usually unnamed.
+    Unix,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Tcp(a) => write!(f, "{a}"),
+            Peer::Unix => f.write_str("unix-client"),
+        }
+    }
+}

@@ -1,0 +1,548 @@
+//! The event loop: one thread, one `mio::Poll`, every socket registered on it.
+//!
+//! [`Server::run`] is the whole loop, readable top to bottom:
+//!
+//! ```text
+//!  ┌─► poll(timeout)        timeout = none if nothing is armed (idle = asleep)
+//!  │     for each event:
+//!  │       listener ──► accept until WouldBlock ──► register READABLE|WRITABLE once
+//!  │       signals  ──► SIGTERM/SIGINT: stop accepting, close every client gracefully
+//!  │       client   ──► latch readiness, Conn::drive (read, answer, write)
+//!  │     drive the "again" list (clients whose read budget ran out)
+//!  │     fire due deadlines (idle timeout, lingering close, accept retry)
+//!  │     free the slots of connections closed this turn
+//!  └──── until shut down and every client is gone (or the grace period ends)
+//! ```
+//!
+//! Connections live in a `Slab`; a connection's key is its `Token`.
+//! Listener and signal tokens sit far above any slab key. Per-connection
+//! work is in [`crate::conn`]; this file decides *when* each one runs.
+
+use crate::config::Config;
+use crate::conn::{Conn, Shared, Status, Why};
+use crate::net::{Listener, Peer, Stream};
+use crate::numbers::Numbers;
+use log::{Level, debug, info, log_enabled, trace, warn};
+use mio::event::Event;
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, Write};
+use std::time::{Duration, Instant};
+
+/// The signal pipe's token; listener `i` is `LISTENERS + i`. Far above any
+/// slab key, so an event can never be mistaken for a client's.
+const SIGNALS: Token = Token(1 << 40);
+const LISTENERS: usize = (1 << 40) + 1;
+/// Events per poll: enough that a turn sees every busy client (a small
+/// number here delays clients behind a few chatty ones).
+const EVENTS_CAPACITY: usize = 1024;
+/// Shared read buffer size.
+const READ_BUF: usize = 16 * 1024;
+/// Rejected clients that may be lingering at once; past this, one more is
+/// sent `ERR server busy` and closed at once (best effort).
+const BUSY_SLOTS: usize = 16;
+/// File descriptors kept back from `--max-connections` by default: stdio,
+/// the poll, the signal pipe, listeners, and rejected clients in flight.
+pub const RESERVED_FDS: u64 = 32;
+/// While out of file descriptors, try accepting again this often (and at
+/// once whenever one of our clients closes).
+const ACCEPT_RETRY: Duration = Duration::from_millis(500);
+/// At most one "out of file descriptors" warning this often.
+const FD_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// A bound server, ready to [`run`](Server::run).
+pub struct Server {
+    poll: Poll,
+    listeners: Vec<Listener>,
+    signals: Signals,
+    conns: Slab<Conn>,
+    shared: Shared,
+    /// Clients counted against `max_connections`.
+    clients: usize,
+    max_connections: usize,
+    idle_timeout: Option<Duration>,
+    shutdown_timeout: Duration,
+    /// `(when, slab key)`, earliest first. Entries are hints, checked
+    /// against the connection's own deadline when they come due, so a stale
+    /// one (a deadline that moved, a slot reused) costs one look, no harm.
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Connections to drive next turn without waiting for an event.
+    again: Vec<usize>,
+    /// Closed this turn; freed at the end of it, so that a later event of
+    /// the same batch cannot reach a new client that reused the slot.
+    closed: Vec<usize>,
+    /// Out of descriptors: accepting resumes at this time (or on a close).
+    accept_retry: Option<Instant>,
+    fd_warned: Option<Instant>,
+    /// Set by SIGTERM/SIGINT: the time by which every client must be gone.
+    stopping: Option<Instant>,
+}
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl Server {
+    /// Binds every listener and registers it, with the signal pipe, on a
+    /// new poll. `fd_limit` is the soft open-file limit in force.
+    pub fn bind(cfg: &Config, fd_limit: u64) -> Result<Server, StartError> {
+        let fail = |what: String| move |e: io::Error| StartError(format!("{what}: {e}"));
+        let poll = Poll::new().map_err(fail("cannot create the poll".into()))?;
+
+        let mut listeners = Vec::new();
+        for &addr in &cfg.listen {
+            listeners
+                .push(Listener::bind_tcp(addr).map_err(fail(format!("cannot listen on {addr}")))?);
+        }
+        for path in &cfg.unix {
+            let what = format!("cannot listen on unix:{}", path.display());
+            listeners.push(Listener::bind_unix(path).map_err(fail(what))?);
+        }
+        for (i, l) in listeners.iter_mut().enumerate() {
+            let addr = l
+                .local_addr()
+                .map_err(fail("cannot read the bound address".into()))?;
+            poll.registry()
+                .register(l, Token(LISTENERS + i), Interest::READABLE)
+                .map_err(fail(format!("cannot register {addr}")))?;
+            info!("listening on {addr}");
+        }
+
+        let mut signals = Signals::new([SIGTERM, SIGINT])
+            .map_err(fail("cannot install signal handlers".into()))?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(fail("cannot register the signal pipe".into()))?;
+
+        let numbers =
+            Numbers::new(cfg.min, cfg.max, cfg.seed).map_err(|e| StartError(e.to_string()))?;
+        let fd_room =
+            usize::try_from(fd_limit.saturating_sub(RESERVED_FDS).max(1)).unwrap_or(usize::MAX);
+        let max_connections = match cfg.max_connections {
+            None => fd_room,
+            Some(n) => {
+                if n > fd_room {
+                    warn!(
+                        "--max-connections {n} is more than the open-file limit {fd_limit} allows \
+                         (about {fd_room}): past that, clients wait in the backlog until one leaves"
+                    );
+                }
+                n
+            }
+        };
+        info!(
+            "limits: open files {fd_limit}, max connections {max_connections}, \
+             max line {}, output per client {} KiB, idle timeout {}",
+            cfg.max_line.map_or("none".into(), |n| format!("{n} bytes")),
+            crate::conn::OUT_CAP / 1024,
+            cfg.idle_timeout
+                .map_or("none".into(), |d| format!("{}s", d.as_secs())),
+        );
+
+        Ok(Server {
+            poll,
+            listeners,
+            signals,
+            // Room for the expected clients up front: untouched capacity
+            // costs address space, not memory, and growing would copy.
+            conns: Slab::with_capacity(max_connections.min(1 << 16) + BUSY_SLOTS),
+            shared: Shared {
+                rbuf: vec![0; READ_BUF].into_boxed_slice(),
+                scratch: Vec::with_capacity(crate::conn::OUT_CAP + 64),
+                numbers,
+                max_line: cfg.max_line,
+                now: Instant::now(),
+            },
+            clients: 0,
+            max_connections,
+            idle_timeout: cfg.idle_timeout,
+            shutdown_timeout: cfg.shutdown_timeout,
+            timers: BinaryHeap::new(),
+            again: Vec::new(),
+            closed: Vec::new(),
+            accept_retry: None,
+            fd_warned: None,
+            stopping: None,
+        })
+    }
+
+    /// Runs until SIGTERM/SIGINT and the drain that follows. Returns an
+    /// error only if polling itself fails.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        loop {
+            let timeout = self.next_timeout();
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                // A signal arrived during epoll_wait: not an error; the
+                // signal pipe's event is reported by the next poll.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            self.shared.now = Instant::now();
+            trace!("poll woke with {} events", events.iter().count());
+
+            for event in events.iter() {
+                trace_event(event);
+                match event.token() {
+                    SIGNALS => self.on_signal(),
+                    Token(t) if t >= LISTENERS => self.accept(t - LISTENERS),
+                    Token(key) => {
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            conn.mark_ready(event);
+                        }
+                        self.drive(key);
+                    }
+                }
+            }
+
+            // Clients whose read budget ran out: their sockets may still
+            // hold data, and no new edge will announce it.
+            for key in std::mem::take(&mut self.again) {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.queued = false;
+                }
+                self.drive(key);
+            }
+
+            self.fire_timers();
+            self.free_closed();
+
+            if let Some(deadline) = self.stopping {
+                if self.conns.is_empty() {
+                    info!("shutdown complete");
+                    return Ok(());
+                }
+                if self.shared.now >= deadline {
+                    warn!(
+                        "shutdown: grace period over, cutting {} clients",
+                        self.conns.len()
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// How long poll may sleep: not at all if work is queued, until the
+    /// earliest deadline if one is armed, forever otherwise.
+    fn next_timeout(&self) -> Option<Duration> {
+        if !self.again.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let earliest = [
+            self.timers.peek().map(|Reverse((at, _))| *at),
+            self.accept_retry,
+            self.stopping,
+        ]
+        .into_iter()
+        .flatten()
+        .min()?;
+        Some(earliest.saturating_duration_since(Instant::now()))
+    }
+
+    /// Accepts every pending connection on listener `i`. Edge-triggered: a
+    /// connection left in the backlog would get no new event.
+    fn accept(&mut self, i: usize) {
+        if self.stopping.is_some() {
+            return;
+        }
+        loop {
+            let Some(listener) = self.listeners.get(i) else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    self.accept_retry = None;
+                    if let Err(e) = self.admit(stream, peer) {
+                        debug!("could not register {peer}: {e}");
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_out_of_fds(&e) => {
+                    // The client stays queued in the backlog. Trying again
+                    // now would spin; stopping for good would stall it. So:
+                    // retry when one of ours closes, or after a short wait.
+                    self.accept_retry = Some(self.shared.now + ACCEPT_RETRY);
+                    let due = self
+                        .fd_warned
+                        .is_none_or(|t| self.shared.now.duration_since(t) >= FD_WARNING_EVERY);
+                    if due {
+                        warn!(
+                            "out of file descriptors ({e}) with {} clients: \
+                             new clients wait in the backlog",
+                            self.clients
+                        );
+                        self.fd_warned = Some(self.shared.now);
+                    }
+                    return;
+                }
+                // Errors of one connection (aborted before accept, a
+                // firewall's EPERM, a network error): skip it, carry on.
+                Err(e) if is_per_connection(&e) => debug!("accept: {e}"),
+                Err(e) => {
+                    warn!("accept failed: {e}; retrying shortly");
+                    self.accept_retry = Some(self.shared.now + ACCEPT_RETRY);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes a new connection into the slab and registers it, once, for
+    /// both directions: nothing will ever be re-registered.
+    fn admit(&mut self, stream: Stream, peer: Peer) -> io::Result<()> {
+        let now = self.shared.now;
+        let busy = self.clients >= self.max_connections;
+        let rejecting = self.conns.len() - self.clients;
+        if busy && rejecting >= BUSY_SLOTS {
+            // Too many rejections in flight: a best-effort word, then close.
+            let mut stream = stream;
+            let _ = stream.write(crate::conn::ERR_BUSY);
+            debug!("rejected {peer}: server busy (closed at once)");
+            return Ok(());
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let mut conn = if busy {
+            Conn::busy(stream, peer, now)
+        } else {
+            Conn::new(stream, peer, now)
+        };
+        self.poll.registry().register(
+            conn.stream(),
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        entry.insert(conn);
+        if busy {
+            debug!("rejected {peer}: server busy ({} clients)", self.clients);
+        } else {
+            self.clients += 1;
+            info!("serving {peer}");
+            debug!("accepted {peer} as token {key}");
+        }
+        if let Some(at) = self.conns[key].deadline(self.idle_timeout) {
+            self.timers.push(Reverse((at, key)));
+        }
+        // A rejected client has its error line to send.
+        if busy {
+            self.drive(key);
+        }
+        Ok(())
+    }
+
+    /// Runs one connection and acts on what it reports.
+    fn drive(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.is_closed() {
+            // A late event for a connection closed earlier in this batch.
+            return;
+        }
+        let before = conn.deadline(self.idle_timeout);
+        let status = conn.drive(Token(key), &mut self.shared);
+        self.after_drive(key, before, status);
+    }
+
+    fn after_drive(&mut self, key: usize, before: Option<Instant>, status: Status) {
+        let conn = &mut self.conns[key];
+        match status {
+            Status::Wait => {}
+            Status::Again => {
+                if !conn.queued {
+                    conn.queued = true;
+                    self.again.push(key);
+                }
+            }
+            Status::Closed(why) => {
+                debug!("closed {} (token {key}): {why}", conn.peer);
+                self.closed.push(key);
+                return;
+            }
+        }
+        // Keep a timer entry no later than the connection's deadline.
+        if let Some(after) = conn.deadline(self.idle_timeout)
+            && before.is_none_or(|b| after < b)
+        {
+            self.timers.push(Reverse((after, key)));
+        }
+    }
+
+    /// Pops the timer entries that are due and checks each against its
+    /// connection's real deadline.
+    fn fire_timers(&mut self) {
+        let now = self.shared.now;
+        if self.accept_retry.is_some_and(|at| at <= now) {
+            self.accept_retry = None;
+            self.accept_all();
+        }
+        while let Some(&Reverse((at, key))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            match conn.deadline(self.idle_timeout) {
+                Some(d) if d <= now => {
+                    let before = conn.deadline(self.idle_timeout);
+                    match conn.expire(now) {
+                        Some(status) => self.after_drive(key, before, status),
+                        None => {
+                            debug!("idle timeout for {} (token {key})", conn.peer);
+                            let status = conn.drive(Token(key), &mut self.shared);
+                            // Its new deadline is later than the old one:
+                            // arm it whatever `before` says.
+                            self.after_drive(key, None, status);
+                        }
+                    }
+                }
+                Some(d) => self.timers.push(Reverse((d, key))),
+                None => {}
+            }
+        }
+    }
+
+    /// Frees the slots of connections closed this turn. Each freed
+    /// descriptor is a chance to accept a client that was waiting for one.
+    fn free_closed(&mut self) {
+        if self.closed.is_empty() {
+            return;
+        }
+        for key in std::mem::take(&mut self.closed) {
+            let mut conn = self.conns.remove(key);
+            if conn.counted {
+                self.clients -= 1;
+            }
+            // Deregister before the socket is dropped (closed).
+            if let Err(e) = self.poll.registry().deregister(conn.stream()) {
+                debug!("deregister token {key}: {e}");
+            }
+        }
+        if self.accept_retry.is_some() {
+            self.accept_retry = None;
+            self.accept_all();
+        }
+    }
+
+    fn accept_all(&mut self) {
+        for i in 0..self.listeners.len() {
+            self.accept(i);
+        }
+    }
+
+    /// SIGTERM or SIGINT: the first starts a graceful drain, a second one
+    /// while draining gives up on it.
+    fn on_signal(&mut self) {
+        for signal in self.signals.pending() {
+            let name = if signal == SIGTERM {
+                "SIGTERM"
+            } else {
+                "SIGINT"
+            };
+            if self.stopping.is_some() {
+                warn!(
+                    "{name} again: exiting now, cutting {} clients",
+                    self.conns.len()
+                );
+                std::process::exit(0);
+            }
+            let deadline = self.shared.now + self.shutdown_timeout;
+            self.stopping = Some(deadline);
+            info!(
+                "{name}: shutting down, draining {} clients for up to {}s",
+                self.conns.len(),
+                self.shutdown_timeout.as_secs()
+            );
+            // Stop accepting: close the listeners (a Unix socket's file goes too).
+            for mut l in self.listeners.drain(..) {
+                let _ = self.poll.registry().deregister(&mut l);
+            }
+            self.accept_retry = None;
+            // Every client: answers already owed are flushed, then FIN,
+            // then a short linger, all within the grace period.
+            let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+            for key in keys {
+                let conn = &mut self.conns[key];
+                if conn.is_closed() {
+                    continue;
+                }
+                let before = conn.deadline(self.idle_timeout);
+                conn.close(Why::Shutdown, deadline);
+                let status = conn.drive(Token(key), &mut self.shared);
+                self.after_drive(key, before, status);
+            }
+        }
+    }
+}
+
+/// EMFILE, ENFILE, ENOBUFS, ENOMEM: the system is short of something; the
+/// connection is still queued and will be accepted when it is not.
+fn is_out_of_fds(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Errors accept(2) reports for one pending connection, not the listener.
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNABORTED
+                | libc::EPROTO
+                | libc::EPERM
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+                | libc::ECONNRESET
+                | libc::ETIMEDOUT
+        )
+    )
+}
+
+/// One trace line per readiness event: the token and the flags mio saw.
+fn trace_event(event: &Event) {
+    if !log_enabled!(Level::Trace) {
+        return;
+    }
+    let flags = [
+        (event.is_readable(), "readable"),
+        (event.is_writable(), "writable"),
+        (event.is_read_closed(), "read-closed"),
+        (event.is_write_closed(), "write-closed"),
+        (event.is_error(), "error"),
+    ];
+    let names: Vec<&str> = flags
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .collect();
+    let who = match event.token() {
+        SIGNALS => "signals".to_string(),
+        Token(t) if t >= LISTENERS => format!("listener {}", t - LISTENERS),
+        Token(t) => format!("token {t}"),
+    };
+    trace!("event {who}: {}", names.join(" "));
+}
