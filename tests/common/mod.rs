@@ -1,0 +1,265 @@
+//! Test harness: start the real `randline` binary on port 0, learn its port
+//! from the `listening on` log line, talk to it over real sockets.
+//!
+//! Every wait here has a timeout, so a broken server fails a test instead
+//! of hanging it.
+
+#![allow(dead_code)] // each test file uses a different part of this
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long any single wait may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The server binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_randline")
+}
+
+/// Log lines the server has written to stderr so far.
+#[derive(Clone, Default)]
+pub struct Log(Arc<(Mutex<Vec<String>>, Condvar)>);
+
+impl Log {
+    /// Collects `stderr` on a thread, line by line.
+    fn collect(stderr: impl Read + Send + 'static) -> Log {
+        let log = Log::default();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let (lines, cv) = &*sink.0;
+                lines.lock().expect("log lock").push(line);
+                cv.notify_all();
+            }
+        });
+        log
+    }
+
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        self.0.0.lock().expect("log lock").join("\n")
+    }
+
+    /// Waits until a line containing `needle` appears; returns that line.
+    pub fn wait_for(&self, needle: &str) -> String {
+        self.wait_for_nth(needle, 1)
+    }
+
+    /// Waits until `n` lines contain `needle`; returns the n-th.
+    pub fn wait_for_nth(&self, needle: &str, n: usize) -> String {
+        let (lines, cv) = &*self.0;
+        let deadline = Instant::now() + WAIT;
+        let mut guard = lines.lock().expect("log lock");
+        loop {
+            if let Some(line) = guard.iter().filter(|l| l.contains(needle)).nth(n - 1) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no log line #{n} with {needle:?} in time; log:\n{}",
+                guard.join("\n")
+            );
+            guard = cv.wait_timeout(guard, left).expect("log lock").0;
+        }
+    }
+
+    /// How many lines contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.0
+            .0
+            .lock()
+            .expect("log lock")
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+}
+
+/// A running server, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    /// The first TCP address it listens on.
+    pub addr: SocketAddr,
+    pub log: Log,
+}
+
+impl Server {
+    /// `randline --listen 127.0.0.1:0 ARGS...`
+    pub fn start(args: &[&str]) -> Server {
+        let mut cmd = Command::new(bin());
+        cmd.args(["--listen", "127.0.0.1:0"]).args(args);
+        Server::spawn(cmd)
+    }
+
+    /// Starts `cmd` (which must make randline listen on TCP) and waits for
+    /// its first `listening on` line.
+    pub fn spawn(mut cmd: Command) -> Server {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "debug");
+        }
+        let mut child = cmd.spawn().expect("start randline");
+        let log = Log::collect(child.stderr.take().expect("stderr"));
+        let line = log.wait_for("listening on ");
+        let addr = line
+            .rsplit("listening on ")
+            .next()
+            .and_then(|a| a.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        Server { child, addr, log }
+    }
+
+    /// A new client connection.
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Sends `signal` (e.g. `Signal::TERM`) to the server.
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
+        rustix::process::kill_process(pid, signal).expect("kill");
+    }
+
+    /// Waits for the server to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit; log:\n{}",
+                self.log.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The server's resident memory, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_kib(self.child.id(), "VmRSS:")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A field of /proc/PID/status, in KiB.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// A client connection with a buffered reader; every read has a timeout.
+pub struct Client {
+    pub stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
+        stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+        stream.set_write_timeout(Some(WAIT)).expect("write timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        let reader = BufReader::new(stream.try_clone().expect("clone"));
+        Client { stream, reader }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// The next line, without its `\n`. Fails on EOF or timeout.
+    pub fn line(&mut self) -> String {
+        let mut line = String::new();
+        let n = self.reader.read_line(&mut line).expect("read a line");
+        assert!(
+            n > 0 && line.ends_with('\n'),
+            "expected a line, got EOF after {line:?}"
+        );
+        line.pop();
+        line
+    }
+
+    /// The next line as a number.
+    pub fn number(&mut self) -> i64 {
+        let line = self.line();
+        line.parse()
+            .unwrap_or_else(|_| panic!("not a number: {line:?}"))
+    }
+
+    /// Sends one line and returns its answer.
+    pub fn ask(&mut self, line: &str) -> i64 {
+        self.send(format!("{line}\n").as_bytes());
+        self.number()
+    }
+
+    /// Reads until the server closes; fails on a reset or a timeout.
+    pub fn rest_until_eof(&mut self) -> Vec<u8> {
+        let mut rest = Vec::new();
+        self.reader
+            .read_to_end(&mut rest)
+            .expect("read until EOF (no reset, no timeout)");
+        rest
+    }
+
+    /// Expects the server to close the connection with nothing more to say.
+    pub fn expect_eof(&mut self) {
+        let rest = self.rest_until_eof();
+        assert!(
+            rest.is_empty(),
+            "expected EOF, got {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+
+    /// True when the server has closed (EOF or reset) within `WAIT`.
+    pub fn closed_by_server(&mut self) -> bool {
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.reader.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return true,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return false;
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    pub fn half_close(&mut self) {
+        self.stream
+            .shutdown(Shutdown::Write)
+            .expect("shutdown write");
+    }
+}
+
+/// Parses a block of answers, one integer per line.
+pub fn numbers(text: &[u8]) -> Vec<i64> {
+    std::str::from_utf8(text)
+        .expect("answers are ASCII")
+        .lines()
+        .map(|l| l.parse().unwrap_or_else(|_| panic!("not a number: {l:?}")))
+        .collect()
+}

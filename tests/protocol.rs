@@ -1,0 +1,246 @@
+//! The line protocol, spoken to the real binary over real sockets.
+
+mod common;
+
+use common::{Server, numbers};
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[test]
+fn every_line_gets_one_number_from_1_to_99() {
+    let server = Server::start(&[]);
+    let mut c = server.connect();
+    for line in ["hello", "", "   ", "42", "stop", "STOP now"] {
+        let n = c.ask(line);
+        assert!((1..=99).contains(&n), "{n} for {line:?}");
+    }
+}
+
+#[test]
+fn stop_ends_the_session_after_earlier_answers() {
+    let server = Server::start(&[]);
+    let mut c = server.connect();
+    c.send(b"a\nb\n  STOP \r\n");
+    let got = numbers(&c.rest_until_eof());
+    assert_eq!(got.len(), 2);
+}
+
+#[test]
+fn stop_is_case_sensitive_and_exact() {
+    let server = Server::start(&[]);
+    let mut c = server.connect();
+    c.send(b"stop\nStop\nSTOPS\nSTO P\nSTOP\x0b\n\xc2\xa0STOP\nSTOP\n");
+    assert_eq!(numbers(&c.rest_until_eof()).len(), 6);
+}
+
+#[test]
+fn stop_with_trailing_bytes_is_not_reset() {
+    // The client keeps sending after STOP; the server must not answer the
+    // unread bytes with a reset that would destroy the earlier answers.
+    let server = Server::start(&[]);
+    let mut c = server.connect();
+    let mut burst = b"one\ntwo\nthree\nSTOP\n".to_vec();
+    burst.extend(std::iter::repeat_n(b'x', 200_000));
+    burst.extend_from_slice(b"\nfour\n");
+    // Write from a second handle so the read below runs concurrently.
+    let mut writer = c.stream.try_clone().expect("clone");
+    let t = std::thread::spawn(move || {
+        let _ = writer.write_all(&burst);
+    });
+    let got = numbers(&c.rest_until_eof());
+    assert_eq!(got.len(), 3, "answers before STOP, then a clean EOF");
+    t.join().expect("writer");
+}
+
+#[test]
+fn pipelined_lines_are_all_answered_in_order() {
+    // 10,000 lines in one write; a seed makes the order checkable.
+    let lines = 10_000;
+    let expected = {
+        let server = Server::start(&["--seed", "11", "--min", "0", "--max", "1000000"]);
+        let mut c = server.connect();
+        (0..lines)
+            .map(|i| c.ask(&format!("line {i}")))
+            .collect::<Vec<_>>()
+    };
+    let server = Server::start(&["--seed", "11", "--min", "0", "--max", "1000000"]);
+    let mut c = server.connect();
+    let burst: String = (0..lines).map(|i| format!("line {i}\n")).collect();
+    let mut writer = c.stream.try_clone().expect("clone");
+    let t = std::thread::spawn(move || writer.write_all(burst.as_bytes()).expect("write"));
+    let got: Vec<i64> = (0..lines).map(|_| c.number()).collect();
+    t.join().expect("writer");
+    assert_eq!(
+        got, expected,
+        "same seed, same lines: same answers in the same order"
+    );
+}
+
+#[test]
+fn lines_split_byte_by_byte_are_framed_like_whole_ones() {
+    let input = b"alpha\r\n\n  beta gamma \nSTOP\n";
+    let whole = {
+        let server = Server::start(&["--seed", "5"]);
+        let mut c = server.connect();
+        c.send(input);
+        c.rest_until_eof()
+    };
+    let server = Server::start(&["--seed", "5"]);
+    let mut c = server.connect();
+    for &b in input.iter() {
+        c.send(&[b]);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(numbers(&whole).len(), 3);
+    assert_eq!(c.rest_until_eof(), whole);
+}
+
+#[test]
+fn half_close_answers_complete_lines_then_closes() {
+    let server = Server::start(&[]);
+    let mut c = server.connect();
+    c.send(b"a\nb\nc\nunterminated");
+    c.half_close();
+    assert_eq!(numbers(&c.rest_until_eof()).len(), 3);
+}
+
+#[test]
+fn a_seed_gives_the_same_numbers_on_every_run() {
+    let run = || {
+        let server = Server::start(&["--seed", "42", "--min", "1", "--max", "1000000000"]);
+        let mut c = server.connect();
+        (0..20).map(|_| c.ask("x")).collect::<Vec<_>>()
+    };
+    let first = run();
+    assert_eq!(first, run());
+    let unseeded = Server::start(&["--min", "1", "--max", "1000000000"]);
+    let mut c = unseeded.connect();
+    let other: Vec<i64> = (0..20).map(|_| c.ask("x")).collect();
+    assert_ne!(first, other, "without --seed the numbers come from the OS");
+}
+
+#[test]
+fn bounds_are_inclusive_and_any_i64_works() {
+    let server = Server::start(&["--min", "-3", "--max", "3"]);
+    let mut c = server.connect();
+    c.send("x\n".repeat(2000).as_bytes());
+    let got: Vec<i64> = (0..2000).map(|_| c.number()).collect();
+    for v in -3..=3 {
+        assert!(got.contains(&v), "{v} never seen in 2000 answers");
+    }
+    assert!(got.iter().all(|v| (-3..=3).contains(v)));
+
+    let server = Server::start(&[
+        "--min",
+        "-9223372036854775808",
+        "--max",
+        "9223372036854775807",
+    ]);
+    let mut c = server.connect();
+    let got: Vec<i64> = (0..50).map(|_| c.ask("x")).collect();
+    assert!(got.iter().any(|v| *v < 0) && got.iter().any(|v| *v > 0));
+
+    let server = Server::start(&["--min", "7", "--max", "7"]);
+    assert_eq!(server.connect().ask("x"), 7);
+}
+
+#[test]
+fn numbers_are_roughly_uniform() {
+    // 9,000 draws over 1..=3: each value expected 3,000 times; a fair
+    // generator lands within ±300 (over 7 standard deviations).
+    let server = Server::start(&["--min", "1", "--max", "3"]);
+    let mut c = server.connect();
+    c.send("x\n".repeat(9000).as_bytes());
+    let mut counts = [0usize; 3];
+    for _ in 0..9000 {
+        counts[(c.number() - 1) as usize] += 1;
+    }
+    for n in counts {
+        assert!((2700..=3300).contains(&n), "{counts:?}");
+    }
+}
+
+#[test]
+fn any_bytes_are_a_line() {
+    let server = Server::start(&[]);
+    let mut c = server.connect();
+    c.send(b"\xff\xfe\x00\x01\n\xe2\x80\x83STOP\n\t\x0c \r\n");
+    for _ in 0..3 {
+        assert!((1..=99).contains(&c.number()));
+    }
+}
+
+#[test]
+fn clients_are_independent() {
+    let server = Server::start(&[]);
+    let mut a = server.connect();
+    let mut b = server.connect();
+    a.send(b"half a li");
+    assert!((1..=99).contains(&b.ask("b's line")));
+    a.send(b"ne\n");
+    assert!((1..=99).contains(&a.number()));
+    b.send(b"STOP\n");
+    b.expect_eof();
+    assert!((1..=99).contains(&a.ask("still here")));
+}
+
+#[test]
+fn ipv6_loopback_and_unix_sockets_serve_the_same_protocol() {
+    let dir = std::env::temp_dir().join(format!("randline-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("s.sock");
+    let mut cmd = Command::new(common::bin());
+    cmd.args(["--listen", "[::1]:0", "--unix"]).arg(&path);
+    let server = Server::spawn(cmd);
+    assert!(server.addr.is_ipv6());
+    assert!((1..=99).contains(&server.connect().ask("v6")));
+
+    server.log.wait_for("listening on unix:");
+    let mut u = std::os::unix::net::UnixStream::connect(&path).expect("unix connect");
+    u.set_read_timeout(Some(common::WAIT)).expect("timeout");
+    u.write_all(b"hi\nSTOP\n").expect("write");
+    let mut got = Vec::new();
+    u.read_to_end(&mut got).expect("read");
+    assert_eq!(numbers(&got).len(), 1);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn nc_session_like_the_readme() {
+    // The README's transcript: lines piped into netcat-openbsd, which
+    // half-closes (-N) at the end of its input.
+    let server = Server::start(&[]);
+    let nc = Command::new("nc")
+        .args([
+            "-N",
+            "-w",
+            "10",
+            "127.0.0.1",
+            &server.addr.port().to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut nc = match nc {
+        Ok(child) => child,
+        Err(e) => panic!("nc (netcat-openbsd) is needed for this test: {e}"),
+    };
+    nc.stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"hello\nworld\nSTOP\nnever answered\n")
+        .expect("write to nc");
+    let out = nc.wait_with_output().expect("nc output");
+    assert!(
+        out.status.success(),
+        "nc failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = numbers(&out.stdout);
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|n| (1..=99).contains(n)));
+    server.log.wait_for("serving 127.0.0.1:");
+}
