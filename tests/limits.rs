@@ -1,0 +1,309 @@
+//! Resource rules: slow readers, floods, connection caps, long lines, idle
+//! clients, running out of file descriptors.
+
+mod common;
+
+use common::{Client, Server, WAIT};
+use std::io::{ErrorKind, Read, Write};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Writes `x\n` lines until the socket stops taking them for `stall` (the
+/// server pushed back) or `max` bytes went out. Returns the bytes written.
+fn write_until_blocked(client: &Client, stall: Duration, max: usize) -> usize {
+    let mut w = client.stream.try_clone().expect("clone");
+    w.set_write_timeout(Some(stall)).expect("write timeout");
+    let chunk = b"x\n".repeat(32 * 1024);
+    let mut sent = 0;
+    while sent < max {
+        match w.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return sent;
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    sent
+}
+
+/// Reads answers until `lines` newlines have arrived; checks they are numbers.
+fn read_answers(client: &mut Client, lines: usize) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut seen = 0;
+    while seen < lines {
+        let n = client.stream.read(&mut buf).expect("read answers");
+        assert!(n > 0, "EOF after {seen} of {lines} answers");
+        for &b in &buf[..n] {
+            match b {
+                b'\n' => seen += 1,
+                b'0'..=b'9' => {}
+                other => panic!("unexpected byte {other:#x} in answers"),
+            }
+        }
+    }
+    assert_eq!(seen, lines, "more answers than lines");
+}
+
+#[test]
+fn a_client_that_does_not_read_is_held_to_bounded_memory_and_loses_nothing() {
+    let server = Server::start(&[]);
+    let mut c = server.connect();
+    assert!((1..=99).contains(&c.ask("warm up")));
+    let rss_before = server.rss_kib();
+
+    // Write without reading until the server stops taking input: its
+    // output for us is full, so it stopped reading (backpressure).
+    let sent = write_until_blocked(&c, Duration::from_millis(700), 256 << 20);
+    assert!(sent < 256 << 20, "the server never pushed back");
+    let rss_stalled = server.rss_kib();
+    assert!(
+        rss_stalled < rss_before + 2048,
+        "RSS grew from {rss_before} KiB to {rss_stalled} KiB for one stalled client ({sent} bytes sent)"
+    );
+
+    // Another client is served meanwhile.
+    assert!((1..=99).contains(&server.connect().ask("other")));
+
+    // Now read: every complete line sent gets its answer, in order.
+    read_answers(&mut c, sent / 2);
+    if sent % 2 == 1 {
+        c.send(b"\n"); // finish the half-sent line "x"
+        read_answers(&mut c, 1);
+    }
+    assert!((1..=99).contains(&c.ask("after")));
+}
+
+#[test]
+fn a_flooding_client_does_not_starve_others() {
+    let server = Server::start(&[]);
+    let flood = server.connect();
+    let done = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+
+    // The flood: pipelined lines as fast as the socket takes them, with a
+    // reader that keeps up so the server never pauses it; bounded to 20 s.
+    let mut w = flood.stream.try_clone().expect("clone");
+    let stop = done.clone();
+    let writer = std::thread::spawn(move || {
+        let chunk = b"flood\n".repeat(8 * 1024);
+        let until = Instant::now() + Duration::from_secs(20);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+            if w.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let mut r = flood.stream.try_clone().expect("clone");
+    let count = answered.clone();
+    let stop = done.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        while !stop.load(Ordering::Relaxed) {
+            match r.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => count.fetch_add(
+                    buf[..n].iter().filter(|&&b| b == b'\n').count(),
+                    Ordering::Relaxed,
+                ),
+            };
+        }
+    });
+
+    // Wait until the flood is really flowing, then ping-pong beside it.
+    let deadline = Instant::now() + WAIT;
+    while answered.load(Ordering::Relaxed) < 100_000 {
+        assert!(Instant::now() < deadline, "flood not answered");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut other = server.connect();
+    for i in 0..50 {
+        assert!((1..=99).contains(&other.ask(&format!("ping {i}"))));
+    }
+    let flood_answers_during_pings = answered.load(Ordering::Relaxed);
+    done.store(true, Ordering::Relaxed);
+    assert!(
+        !writer.is_finished(),
+        "the flood ended before the other client was served"
+    );
+    writer.join().expect("writer");
+    flood
+        .stream
+        .shutdown(std::net::Shutdown::Both)
+        .expect("shutdown");
+    reader.join().expect("reader");
+    assert!(flood_answers_during_pings >= 100_000);
+}
+
+#[test]
+fn one_client_over_max_connections_is_told_busy_and_closed() {
+    let server = Server::start(&["--max-connections", "2"]);
+    let mut a = server.connect();
+    let mut b = server.connect();
+    assert!((1..=99).contains(&a.ask("a")));
+    assert!((1..=99).contains(&b.ask("b")));
+
+    let mut c = server.connect();
+    c.send(b"let me in\n");
+    assert_eq!(c.rest_until_eof(), b"ERR server busy\n");
+
+    // Existing clients are untouched; a freed place is taken again.
+    assert!((1..=99).contains(&a.ask("a again")));
+    b.send(b"STOP\n");
+    b.expect_eof();
+    server.log.wait_for("closed 127.0.0.1");
+    let mut d = server.connect();
+    assert!((1..=99).contains(&d.ask("d")));
+}
+
+#[test]
+fn a_line_longer_than_max_line_gets_an_error_without_waiting_for_newline() {
+    let server = Server::start(&["--max-line", "10"]);
+    let mut c = server.connect();
+    // Exactly 10 bytes is fine, whitespace counts.
+    assert!((1..=99).contains(&c.ask("0123456789")));
+    c.send(b"ok\n   4567890X");
+    let rest = c.rest_until_eof();
+    let text = String::from_utf8_lossy(&rest);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text:?}");
+    assert!(lines[0].parse::<i64>().is_ok(), "{text:?}");
+    assert_eq!(lines[1], "ERR line too long");
+}
+
+#[test]
+fn max_line_zero_means_no_limit() {
+    let server = Server::start(&["--max-line", "0"]);
+    let mut c = server.connect();
+    let long = "y".repeat(1 << 20);
+    let mut w = c.stream.try_clone().expect("clone");
+    let t = std::thread::spawn(move || w.write_all(format!("{long}\n").as_bytes()));
+    assert!((1..=99).contains(&c.number()));
+    t.join().expect("writer").expect("write");
+}
+
+#[test]
+fn idle_clients_are_closed_and_active_ones_are_not() {
+    let server = Server::start(&["--idle-timeout", "1"]);
+    let mut idle = server.connect();
+    let mut active = server.connect();
+    assert!((1..=99).contains(&idle.ask("hello")));
+    let start = Instant::now();
+    // `active` talks every 300 ms for 2.4 s: never idle for a second.
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(300));
+        assert!((1..=99).contains(&active.ask("still here")));
+    }
+    assert!(idle.closed_by_server(), "idle client was not closed");
+    assert!(start.elapsed() >= Duration::from_millis(2400));
+    server.log.wait_for("idle timeout");
+    assert!((1..=99).contains(&active.ask("after")));
+}
+
+/// CPU time (user + system) the process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("comm")
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// Starts randline under `prlimit --nofile=N:N`.
+fn start_with_fd_limit(limit: u32, args: &[&str]) -> Server {
+    let mut cmd = Command::new("prlimit");
+    cmd.arg(format!("--nofile={limit}:{limit}"))
+        .arg(common::bin())
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args);
+    Server::spawn(cmd)
+}
+
+#[test]
+fn default_max_connections_fits_the_fd_limit() {
+    let server = start_with_fd_limit(64, &[]);
+    server.log.wait_for("open files 64, max connections 32");
+    let mut clients: Vec<Client> = (0..32).map(|_| server.connect()).collect();
+    for c in &mut clients {
+        assert!((1..=99).contains(&c.ask("in")));
+    }
+    let mut extra = server.connect();
+    assert_eq!(extra.rest_until_eof(), b"ERR server busy\n");
+}
+
+#[test]
+fn out_of_file_descriptors_keeps_serving_and_resumes_accepting() {
+    // 40 descriptors, but up to 100 clients allowed: accept will hit EMFILE.
+    let server = start_with_fd_limit(40, &["--max-connections", "100"]);
+    let mut served = Vec::new();
+    let mut waiting = Vec::new();
+    for _ in 0..50 {
+        let mut c = server.connect();
+        c.send(b"hello\n");
+        if waiting.is_empty() {
+            c.stream
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .expect("timeout");
+            let mut byte = [0u8; 1];
+            match c.stream.peek(&mut byte) {
+                Ok(1) => {
+                    c.stream.set_read_timeout(Some(WAIT)).expect("timeout");
+                    assert!((1..=99).contains(&c.number()));
+                    served.push(c);
+                    continue;
+                }
+                Ok(_) => panic!("closed instead of waiting"),
+                Err(e) => assert!(
+                    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+                    "{e}"
+                ),
+            }
+            c.stream.set_read_timeout(Some(WAIT)).expect("timeout");
+        }
+        waiting.push(c);
+    }
+    assert!(
+        served.len() >= 20,
+        "only {} served before EMFILE",
+        served.len()
+    );
+    assert!(!waiting.is_empty(), "never ran out of descriptors");
+    server.log.wait_for("out of file descriptors");
+
+    // Existing clients are still served, and the server does not spin.
+    let pid = server.child.id();
+    let ticks = cpu_ticks(pid);
+    for c in served.iter_mut().take(5) {
+        assert!((1..=99).contains(&c.ask("still served")));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(pid) - ticks;
+    assert!(
+        used < 30,
+        "{used} ticks of CPU in ~1 s while out of descriptors: a busy loop?"
+    );
+
+    // Free descriptors: every waiting client is accepted and answered.
+    let freed = waiting.len() + 2;
+    for mut c in served.drain(..freed.min(served.len())) {
+        c.send(b"STOP\n");
+        c.expect_eof();
+    }
+    for c in &mut waiting {
+        assert!(
+            (1..=99).contains(&c.number()),
+            "a waiting client was not served"
+        );
+    }
+    assert_eq!(
+        server.log.count("out of file descriptors"),
+        1,
+        "the warning is rate-limited"
+    );
+}
