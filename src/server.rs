@@ -80,6 +80,8 @@ pub struct Server {
     fd_warned: Option<Instant>,
     /// Set by SIGTERM/SIGINT: the time by which every client must be gone.
     stopping: Option<Instant>,
+    /// Clients given up on during the drain, for the last log line.
+    cut: usize,
 }
 
 /// Why the server could not start.
@@ -101,6 +103,14 @@ impl Server {
         let fail = |what: String| move |e: io::Error| StartError(format!("{what}: {e}"));
         let poll = Poll::new().map_err(fail("cannot create the poll".into()))?;
 
+        // Signals first: once a `listening on` line is out, SIGTERM must
+        // already mean "drain and exit 0", not the default "die".
+        let mut signals = Signals::new([SIGTERM, SIGINT])
+            .map_err(fail("cannot install signal handlers".into()))?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(fail("cannot register the signal pipe".into()))?;
+
         let mut listeners = Vec::new();
         for &addr in &cfg.listen {
             listeners
@@ -119,12 +129,6 @@ impl Server {
                 .map_err(fail(format!("cannot register {addr}")))?;
             info!("listening on {addr}");
         }
-
-        let mut signals = Signals::new([SIGTERM, SIGINT])
-            .map_err(fail("cannot install signal handlers".into()))?;
-        poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)
-            .map_err(fail("cannot register the signal pipe".into()))?;
 
         let numbers =
             Numbers::new(cfg.min, cfg.max, cfg.seed).map_err(|e| StartError(e.to_string()))?;
@@ -175,6 +179,7 @@ impl Server {
             accept_retry: None,
             fd_warned: None,
             stopping: None,
+            cut: 0,
         })
     }
 
@@ -221,15 +226,14 @@ impl Server {
             self.free_closed();
 
             if let Some(deadline) = self.stopping {
-                if self.conns.is_empty() {
-                    info!("shutdown complete");
-                    return Ok(());
-                }
                 if self.shared.now >= deadline {
-                    warn!(
-                        "shutdown: grace period over, cutting {} clients",
-                        self.conns.len()
-                    );
+                    self.cut += self.conns.len();
+                }
+                if self.conns.is_empty() || self.shared.now >= deadline {
+                    if self.cut > 0 {
+                        warn!("shutdown: grace period over, cut {} clients", self.cut);
+                    }
+                    info!("shutdown complete");
                     return Ok(());
                 }
             }
@@ -370,6 +374,9 @@ impl Server {
                 }
             }
             Status::Closed(why) => {
+                if self.stopping.is_some() && matches!(why, Why::Timeout) {
+                    self.cut += 1;
+                }
                 debug!("closed {} (token {key}): {why}", conn.peer);
                 self.closed.push(key);
                 return;
