@@ -307,3 +307,21 @@ fn out_of_file_descriptors_keeps_serving_and_resumes_accepting() {
         "the warning is rate-limited"
     );
 }
+
+#[test]
+fn an_idle_server_is_one_thread_that_never_wakes() {
+    let server = Server::start(&[]);
+    let mut c = server.connect();
+    assert!((1..=99).contains(&c.ask("then silence")));
+    let pid = server.child.id();
+    assert_eq!(common::proc_status_number(pid, "Threads:"), 1, "one thread");
+    let wakeups = || {
+        common::proc_status_number(pid, "voluntary_ctxt_switches:")
+            + common::proc_status_number(pid, "nonvoluntary_ctxt_switches:")
+    };
+    // Let the loop settle into its poll, then watch it for 1.5 s.
+    std::thread::sleep(Duration::from_millis(200));
+    let before = wakeups();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(wakeups(), before, "an idle server woke up");
+}

@@ -146,7 +146,7 @@ impl Server {
 
     /// The server's resident memory, from /proc.
     pub fn rss_kib(&self) -> u64 {
-        proc_status_kib(self.child.id(), "VmRSS:")
+        proc_status_number(self.child.id(), "VmRSS:")
     }
 }
 
@@ -157,8 +157,8 @@ impl Drop for Server {
     }
 }
 
-/// A field of /proc/PID/status, in KiB.
-pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+/// A numeric field of /proc/PID/status (sizes are in KiB).
+pub fn proc_status_number(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
     status
         .lines()
