@@ -56,8 +56,8 @@ fn a_client_that_does_not_read_is_held_to_bounded_memory_and_loses_nothing() {
 
     // Write without reading until the server stops taking input: its
     // output for us is full, so it stopped reading (backpressure).
-    let sent = write_until_blocked(&c, Duration::from_millis(700), 256 << 20);
-    assert!(sent < 256 << 20, "the server never pushed back");
+    let sent = write_until_blocked(&c, Duration::from_millis(700), 64 << 20);
+    assert!(sent < 64 << 20, "the server never pushed back");
     let rss_stalled = server.rss_kib();
     assert!(
         rss_stalled < rss_before + 2048,
@@ -164,8 +164,16 @@ fn a_line_longer_than_max_line_gets_an_error_without_waiting_for_newline() {
     let mut c = server.connect();
     // Exactly 10 bytes is fine, whitespace counts.
     assert!((1..=99).contains(&c.ask("0123456789")));
-    c.send(b"ok\n   4567890X");
+    // The long line goes on and on: the error must not wait for its end,
+    // and the unread rest must not turn the close into a reset.
+    let mut w = c.stream.try_clone().expect("clone");
+    let t = std::thread::spawn(move || {
+        let mut burst = b"ok\n   4567890X".to_vec();
+        burst.extend(std::iter::repeat_n(b'z', 300_000));
+        let _ = w.write_all(&burst);
+    });
     let rest = c.rest_until_eof();
+    t.join().expect("writer");
     let text = String::from_utf8_lossy(&rest);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text:?}");

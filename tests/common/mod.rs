@@ -60,11 +60,11 @@ impl Log {
                 return line.clone();
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "no log line #{n} with {needle:?} in time; log:\n{}",
-                guard.join("\n")
-            );
+            if left.is_zero() {
+                let log = guard.join("\n");
+                drop(guard); // do not poison the lock for the collector
+                panic!("no log line #{n} with {needle:?} in time; log:\n{log}");
+            }
             guard = cv.wait_timeout(guard, left).expect("log lock").0;
         }
     }
