@@ -216,13 +216,16 @@ impl Conn {
     }
 
     /// Its deadline has passed. An idle client is closed gracefully (drive
-    /// it next); one that was already closing is given up now.
+    /// it next); one that was already closing is given up now: a lingering
+    /// one has simply lingered long enough, one still flushing timed out.
     pub fn expire(&mut self, now: Instant) -> Option<Status> {
-        if self.is_open() {
-            self.close(Why::Idle, now + LINGER);
-            None
-        } else {
-            Some(self.finish(Some(Why::Timeout)))
+        match self.phase {
+            Phase::Open => {
+                self.close(Why::Idle, now + LINGER);
+                None
+            }
+            Phase::Lingering { .. } => Some(self.finish(None)),
+            Phase::Closing { .. } | Phase::Closed => Some(self.finish(Some(Why::Timeout))),
         }
     }
 
@@ -253,8 +256,15 @@ impl Conn {
                     .map(|eof| client_done = eof),
                 Phase::Closing { .. } | Phase::Closed => Ok(()),
             };
-            if let Err(e) = io.and_then(|()| self.flush(token, &mut sh.scratch)) {
-                return self.finish(Some(Why::Failed(e)));
+            let wrote = match io.and_then(|()| self.flush(token, &mut sh.scratch)) {
+                Ok(wrote) => wrote,
+                Err(e) => return self.finish(Some(Why::Failed(e))),
+            };
+            if wrote > 0 && matches!(self.phase, Phase::Closing { .. }) {
+                // A slow reader that is still reading is not cut off: the
+                // flush deadline counts from its latest progress. (Shutdown
+                // has its own, absolute, grace period in the loop.)
+                self.clock = self.clock.max(sh.now + FLUSH_TIMEOUT);
             }
             if client_done {
                 return self.finish(None);
@@ -272,7 +282,7 @@ impl Conn {
                 if let Err(e) = self.stream.shutdown(Shutdown::Write) {
                     return self.finish(Some(Why::Failed(e)));
                 }
-                trace!("{} shut down write side, lingering", token.0);
+                trace!("token {}: shut down write side, lingering", token.0);
                 if let Phase::Closing { why, .. } =
                     std::mem::replace(&mut self.phase, Phase::Closed)
                 {
@@ -322,7 +332,7 @@ impl Conn {
             };
             if out.len() > OUT_LOW {
                 trace!(
-                    "{} paused reading: {} bytes of answers pending",
+                    "token {}: paused reading: {} bytes of answers pending",
                     token.0,
                     out.len()
                 );
@@ -335,23 +345,26 @@ impl Conn {
                 .min(*budget);
             let n = match self.stream.read(&mut sh.rbuf[..want]) {
                 Ok(0) => {
-                    trace!("{} read EOF", token.0);
+                    // The client is done sending; it still gets every
+                    // answer owed. Nothing more can arrive, so no linger.
+                    trace!("token {}: read EOF", token.0);
                     self.phase = Phase::Closing {
                         linger: false,
                         why: Why::ClientClosed,
                     };
+                    self.clock = sh.now + FLUSH_TIMEOUT;
                     return Ok(());
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    trace!("{} read WouldBlock", token.0);
+                    trace!("token {}: read WouldBlock", token.0);
                     self.readable = false;
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            trace!("{} read {n} bytes", token.0);
+            trace!("token {}: read {n} bytes", token.0);
             *budget -= n;
             self.clock = sh.now;
 
@@ -388,11 +401,11 @@ impl Conn {
         while self.readable && *budget > 0 {
             match self.stream.read(rbuf) {
                 Ok(0) => {
-                    trace!("{} read EOF while lingering", token.0);
+                    trace!("token {}: read EOF while lingering", token.0);
                     return Ok(true);
                 }
                 Ok(n) => {
-                    trace!("{} discarded {n} bytes", token.0);
+                    trace!("token {}: discarded {n} bytes", token.0);
                     *budget = budget.saturating_sub(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
@@ -403,16 +416,17 @@ impl Conn {
         Ok(false)
     }
 
-    /// Writes pending answers until done or `WouldBlock`. Leaves `scratch`
-    /// empty; what the kernel did not take is kept in `out`.
-    fn flush(&mut self, token: Token, scratch: &mut Vec<u8>) -> io::Result<()> {
+    /// Writes pending answers until done or `WouldBlock`; returns how many
+    /// bytes the kernel took. Leaves `scratch` empty; what the kernel did not
+    /// take is kept in `out`.
+    fn flush(&mut self, token: Token, scratch: &mut Vec<u8>) -> io::Result<usize> {
         if !scratch.is_empty() {
             let written = write_some(token, &mut self.stream, scratch, &mut self.writable);
             if let Ok(n) = written {
                 self.out.extend_from_slice(&scratch[n..]);
             }
             scratch.clear();
-            written.map(drop)
+            written
         } else if !self.out.is_empty() {
             let n = write_some(token, &mut self.stream, &self.out, &mut self.writable)?;
             self.out.drain(..n);
@@ -420,9 +434,9 @@ impl Conn {
                 // Give the memory back: an idle client owns no buffer.
                 self.out = Vec::new();
             }
-            Ok(())
+            Ok(n)
         } else {
-            Ok(())
+            Ok(0)
         }
     }
 }
@@ -439,12 +453,12 @@ fn write_some(
         match stream.write(&buf[done..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
-                trace!("{} wrote {n} of {} bytes", token.0, buf.len() - done);
+                trace!("token {}: wrote {n} of {} bytes", token.0, buf.len() - done);
                 done += n;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 trace!(
-                    "{} write WouldBlock, {} bytes wait for a writable event",
+                    "token {}: write WouldBlock, {} bytes wait for a writable event",
                     token.0,
                     buf.len() - done
                 );

@@ -31,9 +31,15 @@ fn write_until_blocked(client: &Client, stall: Duration, max: usize) -> usize {
 
 /// Reads answers until `lines` newlines have arrived; checks they are numbers.
 fn read_answers(client: &mut Client, lines: usize) {
+    read_answers_pausing(client, lines, Duration::ZERO);
+}
+
+/// The same, pausing after every read like a slow client.
+fn read_answers_pausing(client: &mut Client, lines: usize, pause: Duration) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut seen = 0;
     while seen < lines {
+        std::thread::sleep(pause);
         let n = client.stream.read(&mut buf).expect("read answers");
         assert!(n > 0, "EOF after {seen} of {lines} answers");
         for &b in &buf[..n] {
@@ -332,4 +338,28 @@ fn an_idle_server_is_one_thread_that_never_wakes() {
     let before = wakeups();
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(wakeups(), before, "an idle server woke up");
+}
+
+#[test]
+fn a_half_closed_client_that_reads_slowly_gets_every_answer() {
+    // Many lines, then EOF, then a reader that takes its time: the answers
+    // owed outlive the client's EOF and the server's output cap.
+    // Long answers (19 digits) so that they overflow the kernel's buffers.
+    let server = Server::start(&[
+        "--min",
+        "1000000000000000000",
+        "--max",
+        "2000000000000000000",
+    ]);
+    let mut c = server.connect();
+    let lines = 2_000_000;
+    let mut w = c.stream.try_clone().expect("clone");
+    let writer = std::thread::spawn(move || {
+        w.write_all(&b"x\n".repeat(lines)).expect("write");
+        w.shutdown(std::net::Shutdown::Write).expect("half-close");
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    read_answers_pausing(&mut c, lines, Duration::from_millis(5));
+    writer.join().expect("writer");
+    c.expect_eof();
 }

@@ -244,3 +244,25 @@ fn nc_session_like_the_readme() {
     assert!(got.iter().all(|n| (1..=99).contains(n)));
     server.log.wait_for("serving 127.0.0.1:");
 }
+
+#[test]
+fn trace_level_shows_the_loop_at_work() {
+    let mut cmd = Command::new(common::bin());
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "trace");
+    let server = Server::spawn(cmd);
+    let mut c = server.connect();
+    assert!((1..=99).contains(&c.ask("hi")));
+    c.send(b"STOP\n");
+    c.expect_eof();
+    for needle in [
+        "event listener 0: readable",
+        "event token 0: readable writable",
+        "token 0: read 3 bytes",
+        "token 0: read WouldBlock",
+        "token 0: wrote ",
+        "token 0: shut down write side, lingering",
+    ] {
+        server.log.wait_for(needle);
+    }
+}

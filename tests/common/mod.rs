@@ -103,7 +103,8 @@ impl Server {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        if std::env::var_os("RUST_LOG").is_none() {
+        let log_level_set = cmd.get_envs().any(|(k, _)| k == "RUST_LOG");
+        if !log_level_set && std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "debug");
         }
         let mut child = cmd.spawn().expect("start randline");
