@@ -53,7 +53,8 @@ pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long input is discarded after our FIN before the socket is closed.
 pub const LINGER: Duration = Duration::from_secs(2);
 
-const ERR_TOO_LONG: &[u8] = b"ERR line too long\n";
+/// Sent when a line passes `--max-line`, before a lingering close.
+pub const ERR_TOO_LONG: &[u8] = b"ERR line too long\n";
 /// Sent to one client too many, before a lingering close.
 pub const ERR_BUSY: &[u8] = b"ERR server busy\n";
 
