@@ -44,6 +44,8 @@ use std::time::{Duration, Instant};
 /// reading from it; every read is sized so that its answers fit below
 /// `OUT_CAP` (plus one short error line), so this is a hard bound.
 pub const OUT_CAP: usize = 64 * 1024;
+/// Room above `OUT_CAP` for the one error line that may follow the answers.
+const OUT_SLACK: usize = 64;
 /// Reading resumes once pending output is at or below this.
 pub const OUT_LOW: usize = 16 * 1024;
 /// Bytes one connection may read per loop turn before others get a go.
@@ -160,11 +162,14 @@ pub struct Conn {
     pub queued: bool,
     /// Counts against `--max-connections` (a rejected client does not).
     pub counted: bool,
+    /// Unique per accepted connection: tells timer entries armed for an
+    /// earlier connection in the same slab slot from this one's.
+    pub serial: u64,
 }
 
 impl Conn {
     /// A fresh client, ready for lines.
-    pub fn new(stream: Stream, peer: Peer, now: Instant) -> Self {
+    pub fn new(stream: Stream, peer: Peer, serial: u64, now: Instant) -> Self {
         Conn {
             stream,
             peer,
@@ -178,13 +183,14 @@ impl Conn {
             clock: now,
             queued: false,
             counted: true,
+            serial,
         }
     }
 
     /// A client over `--max-connections`: it gets [`ERR_BUSY`], then a
     /// lingering close.
-    pub fn busy(stream: Stream, peer: Peer, now: Instant) -> Self {
-        let mut c = Conn::new(stream, peer, now);
+    pub fn busy(stream: Stream, peer: Peer, serial: u64, now: Instant) -> Self {
+        let mut c = Conn::new(stream, peer, serial, now);
         c.out.extend_from_slice(ERR_BUSY);
         c.close(Why::Busy, now + FLUSH_TIMEOUT);
         c.counted = false;
@@ -348,6 +354,11 @@ impl Conn {
                     out.len()
                 );
                 return Ok(());
+            }
+            if !out.is_empty() && out.capacity() < OUT_CAP + OUT_SLACK {
+                // Queueing behind a slow reader's answers: size its buffer
+                // for the cap once, so that doubling never overshoots it.
+                out.reserve_exact(OUT_CAP + OUT_SLACK - out.len());
             }
             // Every byte read could end a line: read no more than the
             // answers that still fit under OUT_CAP.

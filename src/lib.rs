@@ -17,6 +17,7 @@
 //! | [`line`] | the line framer (pure, tested on every split) | sockets |
 //! | [`numbers`] | the random number source and its text form | framing |
 //! | [`net`] | TCP/Unix listeners and streams behind one type | policy |
+//! | [`timers`] | the deadline heap (idle, closing) | what a deadline means |
 //! | [`sys`] | the open-file limit | |
 //! | [`logging`] | the log line format | |
 //!
@@ -34,3 +35,4 @@ pub mod net;
 pub mod numbers;
 pub mod server;
 pub mod sys;
+pub mod timers;

@@ -8,7 +8,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Installs the logger. Call once, first thing in `main`.
 pub fn init() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    // mio logs its own registrations at trace level (a dependency turns its
+    // `log` feature on). Our trace already says what the loop does; keep
+    // mio's out unless RUST_LOG names it.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("mio")) {
+        builder.filter_module("mio", log::LevelFilter::Off);
+    }
+    builder
         .format(|f, record| writeln!(f, "{} {:<5} {}", Utc::now(), record.level(), record.args()))
         .init();
 }

@@ -22,14 +22,13 @@ use crate::config::Config;
 use crate::conn::{Conn, Shared, Status, Why};
 use crate::net::{Listener, Peer, Stream};
 use crate::numbers::Numbers;
+use crate::timers::{Entry, Timers};
 use log::{Level, debug, info, log_enabled, trace, warn};
 use mio::event::Event;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
@@ -66,10 +65,11 @@ pub struct Server {
     max_connections: usize,
     idle_timeout: Option<Duration>,
     shutdown_timeout: Duration,
-    /// `(when, slab key)`, earliest first. Entries are hints, checked
-    /// against the connection's own deadline when they come due, so a stale
-    /// one (a deadline that moved, a slot reused) costs one look, no harm.
-    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Idle and closing deadlines (see [`crate::timers`]).
+    timers: Timers,
+    /// Numbers each accepted connection, so a timer entry can tell the
+    /// connection it was armed for from a later one in the same slot.
+    next_serial: u64,
     /// Connections to drive next turn without waiting for an event.
     again: Vec<usize>,
     /// Closed this turn; freed at the end of it, so that a later event of
@@ -173,7 +173,8 @@ impl Server {
             max_connections,
             idle_timeout: cfg.idle_timeout,
             shutdown_timeout: cfg.shutdown_timeout,
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
+            next_serial: 0,
             again: Vec::new(),
             closed: Vec::new(),
             accept_retry: None,
@@ -213,8 +214,9 @@ impl Server {
                 }
             }
 
-            // Clients whose read budget ran out: their sockets may still
-            // hold data, and no new edge will announce it.
+            // Clients whose read budget ran out (in an earlier turn, or in
+            // this turn's events): their sockets may still hold data, and no
+            // new edge will announce it.
             for key in std::mem::take(&mut self.again) {
                 if let Some(conn) = self.conns.get_mut(key) {
                     conn.queued = false;
@@ -246,14 +248,10 @@ impl Server {
         if !self.again.is_empty() {
             return Some(Duration::ZERO);
         }
-        let earliest = [
-            self.timers.peek().map(|Reverse((at, _))| *at),
-            self.accept_retry,
-            self.stopping,
-        ]
-        .into_iter()
-        .flatten()
-        .min()?;
+        let earliest = [self.timers.next(), self.accept_retry, self.stopping]
+            .into_iter()
+            .flatten()
+            .min()?;
         Some(earliest.saturating_duration_since(Instant::now()))
     }
 
@@ -321,10 +319,12 @@ impl Server {
         }
         let entry = self.conns.vacant_entry();
         let key = entry.key();
+        let serial = self.next_serial;
+        self.next_serial += 1;
         let mut conn = if busy {
-            Conn::busy(stream, peer, now)
+            Conn::busy(stream, peer, serial, now)
         } else {
-            Conn::new(stream, peer, now)
+            Conn::new(stream, peer, serial, now)
         };
         self.poll.registry().register(
             conn.stream(),
@@ -340,7 +340,7 @@ impl Server {
             debug!("accepted {peer} as token {key}");
         }
         if let Some(at) = self.conns[key].deadline(self.idle_timeout) {
-            self.timers.push(Reverse((at, key)));
+            self.arm(at, key);
         }
         // A rejected client has its error line to send.
         if busy {
@@ -386,8 +386,20 @@ impl Server {
         if let Some(after) = conn.deadline(self.idle_timeout)
             && before.is_none_or(|b| after < b)
         {
-            self.timers.push(Reverse((after, key)));
+            self.arm(after, key);
         }
+    }
+
+    /// Adds a timer entry for the connection at `key`.
+    fn arm(&mut self, at: Instant, key: usize) {
+        let serial = self.conns[key].serial;
+        self.timers.push(Entry { at, key, serial });
+        let conns = &self.conns;
+        self.timers.sweep_if_bloated(conns.len(), |e| {
+            conns
+                .get(e.key)
+                .is_some_and(|c| c.serial == e.serial && !c.is_closed())
+        });
     }
 
     /// Pops the timer entries that are due and checks each against its
@@ -398,14 +410,14 @@ impl Server {
             self.accept_retry = None;
             self.accept_all();
         }
-        while let Some(&Reverse((at, key))) = self.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some(Entry { key, serial, .. }) = self.timers.pop_due(now) {
+            // Stale entries: the connection is gone, or the slot is another's.
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
+            if conn.serial != serial {
+                continue;
+            }
             match conn.deadline(self.idle_timeout) {
                 Some(d) if d <= now => {
                     let before = conn.deadline(self.idle_timeout);
@@ -420,7 +432,8 @@ impl Server {
                         }
                     }
                 }
-                Some(d) => self.timers.push(Reverse((d, key))),
+                // The deadline moved later (the client spoke): re-arm.
+                Some(d) => self.timers.push(Entry { at: d, key, serial }),
                 None => {}
             }
         }

@@ -1,0 +1,116 @@
+//! Deadlines for connections: a min-heap of `(when, slab key, serial)`.
+//!
+//! Entries are never removed early. When one comes due, the loop asks the
+//! connection for its real deadline: it may have moved later (the client
+//! spoke since), or the slot may hold another connection now (the serial
+//! differs). That makes moving a deadline free, which matters because the
+//! idle deadline moves on every read. To keep dead entries from piling up
+//! (one per closed client until its time comes), the heap is swept when it
+//! grows past twice the live connections.
+//!
+//! With no idle timeout and no closing client, the heap is empty and the
+//! loop sleeps without a timeout: an idle server never wakes.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Instant;
+
+/// One armed deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Entry {
+    /// When it comes due.
+    pub at: Instant,
+    /// The connection's slab key.
+    pub key: usize,
+    /// Which connection held that key when this was armed.
+    pub serial: u64,
+}
+
+/// The heap of armed deadlines, earliest first.
+#[derive(Debug, Default)]
+pub struct Timers {
+    heap: BinaryHeap<Reverse<Entry>>,
+}
+
+impl Timers {
+    /// Arms a deadline.
+    pub fn push(&mut self, entry: Entry) {
+        self.heap.push(Reverse(entry));
+    }
+
+    /// The earliest armed deadline, if any.
+    pub fn next(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse(e)| e.at)
+    }
+
+    /// Removes and returns an entry that is due at `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<Entry> {
+        match self.heap.peek() {
+            Some(Reverse(e)) if e.at <= now => self.heap.pop().map(|Reverse(e)| e),
+            _ => None,
+        }
+    }
+
+    /// Drops the entries of connections that are gone, once the heap holds
+    /// more than twice as many entries as there are live connections.
+    /// Amortised O(1) per push.
+    pub fn sweep_if_bloated(&mut self, live: usize, is_live: impl Fn(&Entry) -> bool) {
+        if self.heap.len() > 2 * live + 64 {
+            self.heap.retain(|Reverse(e)| is_live(e));
+        }
+    }
+
+    /// Number of armed entries (live or stale).
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// True when nothing is armed.
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn pops_in_deadline_order_and_only_when_due() {
+        let t0 = Instant::now();
+        let mut t = Timers::default();
+        for (i, ms) in [30u64, 10, 20].into_iter().enumerate() {
+            t.push(Entry {
+                at: t0 + Duration::from_millis(ms),
+                key: i,
+                serial: 0,
+            });
+        }
+        assert_eq!(t.next(), Some(t0 + Duration::from_millis(10)));
+        assert_eq!(t.pop_due(t0), None);
+        let due: Vec<usize> = std::iter::from_fn(|| t.pop_due(t0 + Duration::from_millis(25)))
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(due, vec![1, 2]);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn sweep_keeps_only_live_entries_once_bloated() {
+        let now = Instant::now();
+        let mut t = Timers::default();
+        for serial in 0..200 {
+            t.push(Entry {
+                at: now,
+                key: 0,
+                serial,
+            });
+        }
+        t.sweep_if_bloated(100, |e| e.serial == 199);
+        assert_eq!(t.len(), 200, "not bloated yet: 200 <= 2 * 100 + 64");
+        t.sweep_if_bloated(1, |e| e.serial == 199);
+        assert_eq!(t.len(), 1);
+        assert!(!t.is_empty());
+    }
+}
