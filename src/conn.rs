@@ -508,3 +508,17 @@ fn write_some(
     }
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-client memory budget: the README promises a few hundred
+    /// bytes per idle client, and this struct is most of it.
+    #[test]
+    fn an_idle_connection_stays_small() {
+        let size = std::mem::size_of::<Conn>();
+        println!("size_of::<Conn>() = {size}");
+        assert!(size <= 160, "Conn grew to {size} bytes");
+    }
+}
