@@ -160,8 +160,13 @@ pub struct Conn {
     clock: Instant,
     /// Already in the loop's "drive again" list.
     pub queued: bool,
-    /// Counts against `--max-connections` (a rejected client does not).
+    /// Counts against `--max-connections`: open, and not a rejected client.
     pub counted: bool,
+    /// A client turned away with `ERR server busy`.
+    pub rejected: bool,
+    /// The client sent urgent (out-of-band) data: a short read may then
+    /// stop at the urgent mark with more queued, so read to `WouldBlock`.
+    urgent: bool,
     /// Unique per accepted connection: tells timer entries armed for an
     /// earlier connection in the same slab slot from this one's.
     pub serial: u64,
@@ -183,6 +188,8 @@ impl Conn {
             clock: now,
             queued: false,
             counted: true,
+            rejected: false,
+            urgent: false,
             serial,
         }
     }
@@ -194,6 +201,7 @@ impl Conn {
         c.out.extend_from_slice(ERR_BUSY);
         c.close(Why::Busy, now + FLUSH_TIMEOUT);
         c.counted = false;
+        c.rejected = true;
         c
     }
 
@@ -209,12 +217,18 @@ impl Conn {
         self.readable |= event.is_readable() || event.is_read_closed() || failed;
         // Sticky: the FIN may come in the same event as the last data.
         self.read_closed |= event.is_read_closed() || failed;
+        self.urgent |= event.is_priority();
         self.writable |= event.is_writable() || event.is_write_closed() || failed;
     }
 
     /// True while the connection is still reading and answering lines.
     pub fn is_open(&self) -> bool {
         matches!(self.phase, Phase::Open)
+    }
+
+    /// True while only waiting for the client's EOF (answers all sent).
+    pub fn is_lingering(&self) -> bool {
+        matches!(self.phase, Phase::Lingering { .. })
     }
 
     /// True once the connection has finished (its slot is freed at the end
@@ -395,7 +409,7 @@ impl Conn {
             // (tokio does the same, tokio#4840; mio promises nothing, mio#1611).
             // Except when the FIN is already known: then read on to EOF, or
             // a FIN that came with the last data would never be seen.
-            if n < want && !self.read_closed {
+            if n < want && !self.read_closed && !self.urgent {
                 self.readable = false;
                 trace!("token {}: read {n} bytes (short: socket drained)", token.0);
             } else {
@@ -442,11 +456,14 @@ impl Conn {
                     trace!("token {}: discarded {n} bytes", token.0);
                     *budget = budget.saturating_sub(n);
                     // The short-read rule, as in `read_lines`.
-                    if n < rbuf.len() && !self.read_closed {
+                    if n < rbuf.len() && !self.read_closed && !self.urgent {
                         self.readable = false;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    trace!("token {}: read WouldBlock while lingering", token.0);
+                    self.readable = false;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }

@@ -34,15 +34,16 @@ fn main() -> ExitCode {
     let fd_limit = match sys::raise_fd_limit() {
         Ok(n) => n,
         Err(e) => {
-            log::error!("cannot read the open-file limit: {e}");
+            eprintln!("randline: cannot read the open-file limit: {e}");
             return ExitCode::FAILURE;
         }
     };
 
     let server = match Server::bind(&cfg, fd_limit) {
         Ok(s) => s,
+        // On stderr whatever RUST_LOG says: an operator must see why.
         Err(e) => {
-            log::error!("{e}");
+            eprintln!("randline: {e}");
             return ExitCode::FAILURE;
         }
     };

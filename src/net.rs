@@ -73,7 +73,9 @@ impl Listener {
                 // Answers are tiny and must leave at once: without this,
                 // Nagle's algorithm holds an answer back while the client's
                 // delayed ACK waits for more, a 40 ms stall per exchange.
-                s.set_nodelay(true)?;
+                // Failing to set it only costs latency, and says nothing
+                // about the listener: keep the client.
+                let _ = s.set_nodelay(true);
                 Ok((Stream::Tcp(s), Peer::Tcp(addr)))
             }
             Listener::Unix(l, _) => {

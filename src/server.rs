@@ -41,12 +41,24 @@ const LISTENERS: usize = (1 << 40) + 1;
 const EVENTS_CAPACITY: usize = 1024;
 /// Shared read buffer size.
 const READ_BUF: usize = 16 * 1024;
-/// Rejected clients that may be lingering at once; past this, one more is
-/// sent `ERR server busy` and closed at once (best effort).
-const BUSY_SLOTS: usize = 16;
+/// Rejected clients that may be lingering at once, at least; more when
+/// `--max-connections` leaves descriptors to spare (see `Server::bind`).
+/// Past this, one more is sent `ERR server busy` and closed at once.
+const MIN_BUSY_SLOTS: usize = 16;
+/// ... and at most.
+const MAX_BUSY_SLOTS: usize = 1024;
 /// File descriptors kept back from `--max-connections` by default: stdio,
 /// the poll, the signal pipe, listeners, and rejected clients in flight.
 pub const RESERVED_FDS: u64 = 32;
+/// A client socket is registered once, for everything we will ever want
+/// from it. PRIORITY (Linux) reports TCP urgent data, which stops a read
+/// short: see `Conn::mark_ready`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const CLIENT_INTEREST: Interest = Interest::READABLE
+    .add(Interest::WRITABLE)
+    .add(Interest::PRIORITY);
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const CLIENT_INTEREST: Interest = Interest::READABLE.add(Interest::WRITABLE);
 /// While out of file descriptors, try accepting again this often (and at
 /// once whenever one of our clients closes).
 const ACCEPT_RETRY: Duration = Duration::from_millis(500);
@@ -60,8 +72,12 @@ pub struct Server {
     signals: Signals,
     conns: Slab<Conn>,
     shared: Shared,
-    /// Clients counted against `max_connections`.
+    /// Open clients, counted against `max_connections`. A client stops
+    /// counting when it starts closing: lingering must not block a newcomer.
     clients: usize,
+    /// Rejected (busy) clients still lingering, at most `busy_slots`.
+    rejected: usize,
+    busy_slots: usize,
     max_connections: usize,
     idle_timeout: Option<Duration>,
     shutdown_timeout: Duration,
@@ -146,6 +162,11 @@ impl Server {
                 n
             }
         };
+        // Descriptors left over by --max-connections serve rejections.
+        let spare = usize::try_from(fd_limit.saturating_sub(RESERVED_FDS / 2))
+            .unwrap_or(usize::MAX)
+            .saturating_sub(max_connections);
+        let busy_slots = spare.clamp(MIN_BUSY_SLOTS, MAX_BUSY_SLOTS);
         info!(
             "limits: open files {fd_limit}, max connections {max_connections}, \
              max line {}, output per client {} KiB, idle timeout {}",
@@ -161,7 +182,7 @@ impl Server {
             signals,
             // Room for the expected clients up front: untouched capacity
             // costs address space, not memory, and growing would copy.
-            conns: Slab::with_capacity(max_connections.min(1 << 16) + BUSY_SLOTS),
+            conns: Slab::with_capacity(max_connections.min(1 << 16) + busy_slots),
             shared: Shared {
                 rbuf: vec![0; READ_BUF].into_boxed_slice(),
                 scratch: Vec::with_capacity(crate::conn::OUT_CAP + 64),
@@ -170,6 +191,8 @@ impl Server {
                 now: Instant::now(),
             },
             clients: 0,
+            rejected: 0,
+            busy_slots,
             max_connections,
             idle_timeout: cfg.idle_timeout,
             shutdown_timeout: cfg.shutdown_timeout,
@@ -229,7 +252,7 @@ impl Server {
 
             if let Some(deadline) = self.stopping {
                 if self.shared.now >= deadline {
-                    self.cut += self.conns.len();
+                    self.cut += self.conns.iter().filter(|(_, c)| !c.is_lingering()).count();
                 }
                 if self.conns.is_empty() || self.shared.now >= deadline {
                     if self.cut > 0 {
@@ -309,11 +332,14 @@ impl Server {
     fn admit(&mut self, stream: Stream, peer: Peer) -> io::Result<()> {
         let now = self.shared.now;
         let busy = self.clients >= self.max_connections;
-        let rejecting = self.conns.len() - self.clients;
-        if busy && rejecting >= BUSY_SLOTS {
-            // Too many rejections in flight: a best-effort word, then close.
+        if busy && self.rejected >= self.busy_slots {
+            // Too many rejections lingering already: a best-effort word,
+            // then close. Reading what the client already sent first makes
+            // a reset (which could destroy the word) less likely.
             let mut stream = stream;
             let _ = stream.write(crate::conn::ERR_BUSY);
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            let _ = io::copy(&mut stream, &mut io::sink());
             debug!("rejected {peer}: server busy (closed at once)");
             return Ok(());
         }
@@ -326,13 +352,12 @@ impl Server {
         } else {
             Conn::new(stream, peer, serial, now)
         };
-        self.poll.registry().register(
-            conn.stream(),
-            Token(key),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
+        self.poll
+            .registry()
+            .register(conn.stream(), Token(key), CLIENT_INTEREST)?;
         entry.insert(conn);
         if busy {
+            self.rejected += 1;
             debug!("rejected {peer}: server busy ({} clients)", self.clients);
         } else {
             self.clients += 1;
@@ -365,6 +390,11 @@ impl Server {
 
     fn after_drive(&mut self, key: usize, before: Option<Instant>, status: Status) {
         let conn = &mut self.conns[key];
+        if conn.counted && !conn.is_open() {
+            // Closing: its place is free for the next client already.
+            conn.counted = false;
+            self.clients -= 1;
+        }
         match status {
             Status::Wait => {}
             Status::Again => {
@@ -450,6 +480,9 @@ impl Server {
             if conn.counted {
                 self.clients -= 1;
             }
+            if conn.rejected {
+                self.rejected -= 1;
+            }
             // Deregister before the socket is dropped (closed).
             if let Err(e) = self.poll.registry().deregister(conn.stream()) {
                 debug!("deregister token {key}: {e}");
@@ -470,18 +503,24 @@ impl Server {
     /// SIGTERM or SIGINT: the first starts a graceful drain, a second one
     /// while draining gives up on it.
     fn on_signal(&mut self) {
+        // Both signals may come back from one read of the pipe: only a
+        // signal that arrives in a later turn counts as "again".
+        let was_stopping = self.stopping.is_some();
         for signal in self.signals.pending() {
             let name = if signal == SIGTERM {
                 "SIGTERM"
             } else {
                 "SIGINT"
             };
-            if self.stopping.is_some() {
+            if was_stopping {
                 warn!(
                     "{name} again: exiting now, cutting {} clients",
                     self.conns.len()
                 );
                 std::process::exit(0);
+            }
+            if self.stopping.is_some() {
+                continue;
             }
             let deadline = self.shared.now + self.shutdown_timeout;
             self.stopping = Some(deadline);

@@ -113,12 +113,34 @@ fn address_in_use_is_one_clear_line_and_exit_1() {
     let out = run(&["--listen", &taken]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    let errors: Vec<&str> = err.lines().filter(|l| l.contains("ERROR")).collect();
+    let errors: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("cannot listen"))
+        .collect();
     assert_eq!(errors.len(), 1, "{err}");
     assert!(
         errors[0].contains(&taken) && errors[0].contains("in use"),
         "{err}"
     );
+}
+
+#[test]
+fn startup_errors_are_shown_even_with_logging_off() {
+    let server = Server::start(&[]);
+    let mut child = Command::new(bin())
+        .args(["--listen", &server.addr.to_string()])
+        .env("RUST_LOG", "off")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let deadline = Instant::now() + common::WAIT;
+    while child.try_wait().expect("try_wait").is_none() {
+        assert!(Instant::now() < deadline, "did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("in use"), "{}", stderr(&out));
 }
 
 #[test]

@@ -363,3 +363,58 @@ fn a_half_closed_client_that_reads_slowly_gets_every_answer() {
     writer.join().expect("writer");
     c.expect_eof();
 }
+
+#[test]
+fn a_closing_client_does_not_hold_a_place() {
+    // The first client says STOP but keeps its socket open (so the server
+    // lingers on it); its place is free for the next client at once.
+    let server = Server::start(&["--max-connections", "1"]);
+    let mut first = server.connect();
+    assert!((1..=99).contains(&first.ask("hi")));
+    first.send(b"STOP\n");
+    first.expect_eof();
+    let mut second = server.connect();
+    assert!((1..=99).contains(&second.ask("my turn")));
+}
+
+#[test]
+fn many_rejected_clients_all_get_the_busy_line_without_a_reset() {
+    let server = Server::start(&["--max-connections", "1"]);
+    let mut holder = server.connect();
+    assert!((1..=99).contains(&holder.ask("mine")));
+    let mut rejected: Vec<Client> = (0..40)
+        .map(|_| {
+            let mut c = server.connect();
+            c.send(&b"hello\n".repeat(10));
+            c
+        })
+        .collect();
+    for c in &mut rejected {
+        assert_eq!(c.rest_until_eof(), b"ERR server busy\n");
+    }
+    assert!((1..=99).contains(&holder.ask("still mine")));
+}
+
+#[test]
+fn urgent_data_does_not_hide_the_lines_behind_it() {
+    // TCP urgent data stops a read short at the urgent mark with more
+    // bytes queued: a "short read means empty" shortcut would strand the
+    // lines after it. The server is paused so that everything is queued
+    // before it reads.
+    use rustix::process::Signal;
+    let server = Server::start(&[]);
+    let mut c = server.connect();
+    assert!((1..=99).contains(&c.ask("warm up")));
+    server.signal(Signal::STOP);
+    let urgent = c.stream.try_clone().expect("clone");
+    let sock = socket2::SockRef::from(&urgent);
+    for _ in 0..5 {
+        c.send(b"a\n");
+        sock.send_out_of_band(b"!").expect("send urgent byte");
+    }
+    c.send(b"c\nd\n");
+    server.signal(Signal::CONT);
+    for _ in 0..7 {
+        assert!((1..=99).contains(&c.number()));
+    }
+}

@@ -111,3 +111,19 @@ fn a_stale_unix_socket_file_is_replaced() {
     drop(server);
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn sigterm_and_sigint_together_still_drain() {
+    // Both signals are read from the pipe in one go: that is one request
+    // to shut down, not "again, exit now".
+    let mut server = Server::start(&[]);
+    let mut c = server.connect();
+    assert!((1..=99).contains(&c.ask("x")));
+    server.signal(Signal::STOP);
+    c.send(&b"line\n".repeat(10));
+    server.signal(Signal::TERM);
+    server.signal(Signal::INT);
+    server.signal(Signal::CONT);
+    assert_eq!(numbers(&c.rest_until_eof()).len(), 10);
+    assert_eq!(server.wait_exit().code(), Some(0));
+}
