@@ -103,7 +103,8 @@ usage: randline [OPTIONS] [PORT]
       --min N               smallest answer, any i64 (default 1)
       --max N               largest answer, any i64 (default 99)
       --max-connections N   one more client gets 'ERR server busy' and is closed
-                            (default: the open-file limit minus 32)
+                            (default: the open-file limit minus 32,
+                            or half of a limit under 64)
       --max-line BYTES      longest line before '\\n'; longer gets
                             'ERR line too long' and is closed; 0 = no limit
                             (default 8192)

@@ -49,6 +49,7 @@ const MIN_BUSY_SLOTS: usize = 16;
 const MAX_BUSY_SLOTS: usize = 1024;
 /// File descriptors kept back from `--max-connections` by default: stdio,
 /// the poll, the signal pipe, listeners, and rejected clients in flight.
+/// Under a small limit, half of it is kept back instead.
 pub const RESERVED_FDS: u64 = 32;
 /// A client socket is registered once, for everything we will ever want
 /// from it. PRIORITY (Linux) reports TCP urgent data, which stops a read
@@ -148,8 +149,12 @@ impl Server {
 
         let numbers =
             Numbers::new(cfg.min, cfg.max, cfg.seed).map_err(|e| StartError(e.to_string()))?;
-        let fd_room =
-            usize::try_from(fd_limit.saturating_sub(RESERVED_FDS).max(1)).unwrap_or(usize::MAX);
+        // Keep RESERVED_FDS back, but never more than half of a small limit.
+        let fd_room = fd_limit
+            .saturating_sub(RESERVED_FDS)
+            .max(fd_limit / 2)
+            .max(1);
+        let fd_room = usize::try_from(fd_room).unwrap_or(usize::MAX);
         let max_connections = match cfg.max_connections {
             None => fd_room,
             Some(n) => {

@@ -418,3 +418,14 @@ fn urgent_data_does_not_hide_the_lines_behind_it() {
         assert!((1..=99).contains(&c.number()));
     }
 }
+
+#[test]
+fn a_small_fd_limit_still_serves_half_of_it() {
+    let server = start_with_fd_limit(20, &[]);
+    server.log.wait_for("open files 20, max connections 10");
+    let mut clients: Vec<Client> = (0..10).map(|_| server.connect()).collect();
+    for c in &mut clients {
+        assert!((1..=99).contains(&c.ask("in")));
+    }
+    assert_eq!(server.connect().rest_until_eof(), b"ERR server busy\n");
+}
