@@ -8,10 +8,16 @@
 use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
+use socket2::{Domain, Socket, Type};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::path::{Path, PathBuf};
+
+/// Connections the kernel may hold complete but not yet accepted (Linux
+/// caps it at `net.core.somaxconn`, 4096 by default). std's 128 is too few
+/// when thousands of clients connect at once, or while descriptors are out.
+pub const BACKLOG: i32 = 1024;
 
 /// A bound, listening, non-blocking socket.
 pub enum Listener {
@@ -39,9 +45,18 @@ impl fmt::Display for LocalAddr {
 }
 
 impl Listener {
-    /// Binds a TCP listener (mio sets `SO_REUSEADDR` and a backlog of 1024).
+    /// Binds a non-blocking TCP listener with `SO_REUSEADDR` (a restart
+    /// need not wait for old connections in TIME_WAIT) and a backlog of
+    /// [`BACKLOG`].
     pub fn bind_tcp(addr: SocketAddr) -> io::Result<Self> {
-        TcpListener::bind(addr).map(Listener::Tcp)
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(BACKLOG)?;
+        // mio needs a non-blocking socket: a blocking accept would stall
+        // the whole loop.
+        socket.set_nonblocking(true)?;
+        Ok(Listener::Tcp(TcpListener::from_std(socket.into())))
     }
 
     /// Binds a Unix listener at `path`. A socket file left behind by a dead

@@ -429,3 +429,24 @@ fn a_small_fd_limit_still_serves_half_of_it() {
     }
     assert_eq!(server.connect().rest_until_eof(), b"ERR server busy\n");
 }
+
+#[test]
+fn a_burst_of_connects_waits_in_a_deep_backlog() {
+    // While the loop is not accepting (here: paused), the kernel completes
+    // handshakes into the listen backlog. std's default of 128 would leave
+    // the rest of a burst retrying SYNs for a second or more.
+    use rustix::process::Signal;
+    let server = Server::start(&[]);
+    server.signal(Signal::STOP);
+    let mut clients = Vec::new();
+    for i in 0..400 {
+        let stream = std::net::TcpStream::connect_timeout(&server.addr, Duration::from_millis(800))
+            .unwrap_or_else(|e| panic!("connect #{i} while the server is paused: {e}"));
+        clients.push(stream);
+    }
+    server.signal(Signal::CONT);
+    for stream in clients.iter().step_by(40) {
+        let mut c = Client::from_stream(stream.try_clone().expect("clone"));
+        assert!((1..=99).contains(&c.ask("made it")));
+    }
+}

@@ -177,7 +177,11 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
+        Client::from_stream(TcpStream::connect_timeout(&addr, WAIT).expect("connect"))
+    }
+
+    /// Wraps an already connected stream.
+    pub fn from_stream(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(WAIT)).expect("read timeout");
         stream.set_write_timeout(Some(WAIT)).expect("write timeout");
         stream.set_nodelay(true).expect("nodelay");
