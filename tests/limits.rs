@@ -450,3 +450,20 @@ fn a_burst_of_connects_waits_in_a_deep_backlog() {
         assert!((1..=99).contains(&c.ask("made it")));
     }
 }
+
+#[test]
+fn the_soft_fd_limit_is_raised_to_the_hard_limit() {
+    let mut cmd = Command::new("prlimit");
+    cmd.arg("--nofile=256:4096")
+        .arg(common::bin())
+        .args(["--listen", "127.0.0.1:0"]);
+    let server = Server::spawn(cmd);
+    server.log.wait_for("open files 4096, max connections 4064");
+    let limits =
+        std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files");
+    assert_eq!(line.split_whitespace().nth(3), Some("4096"), "{line}");
+}

@@ -273,3 +273,44 @@ fn trace_level_shows_the_loop_at_work() {
         server.log.wait_for(needle);
     }
 }
+
+#[test]
+fn a_bare_port_listens_on_all_ipv4_interfaces() {
+    // Like the original: `randline PORT`. Port 0 lets the OS pick one.
+    let mut cmd = Command::new(common::bin());
+    cmd.arg("0");
+    let server = Server::spawn(cmd);
+    assert!(
+        server.addr.ip().is_unspecified() && server.addr.is_ipv4(),
+        "{}",
+        server.addr
+    );
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], server.addr.port()));
+    assert!((1..=99).contains(&common::Client::connect(local).ask("hello")));
+}
+
+#[test]
+fn every_listen_address_is_served() {
+    let mut cmd = Command::new(common::bin());
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--listen",
+        "[::1]:0",
+        "--listen",
+        "127.0.0.2:0",
+    ]);
+    let server = Server::spawn(cmd);
+    for n in 1..=3 {
+        let line = server.log.wait_for_nth("listening on ", n);
+        let addr: std::net::SocketAddr = line
+            .rsplit("listening on ")
+            .next()
+            .and_then(|a| a.trim().parse().ok())
+            .expect("address");
+        assert!(
+            (1..=99).contains(&common::Client::connect(addr).ask("hi")),
+            "{addr}"
+        );
+    }
+}
