@@ -45,7 +45,7 @@
 //!   where this model stops being simple.
 
 use log::{debug, error, info, warn};
-use randline::config::{CliError, Command, Config, DEFAULT_SHUTDOWN_SECS, HELP};
+use randline::config::{self, Config, DEFAULT_SHUTDOWN_SECS};
 // How long input is discarded after our FIN (2 s), as in randline.
 use randline::conn::{ERR_TOO_LONG, LINGER};
 use randline::line::{Frame, LineFramer};
@@ -71,24 +71,9 @@ struct Shared {
 }
 
 fn main() -> ExitCode {
-    let cfg = match Config::parse(std::env::args_os().skip(1)) {
-        Ok(Command::Serve(cfg)) => cfg,
-        Ok(Command::Help) => {
-            println!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Version) => {
-            println!("threaded (randline {})", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        Err(e @ CliError::NoListener) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            eprintln!("threaded: {e}");
-            return ExitCode::from(2);
-        }
+    let cfg = match config::from_args_or_exit_code("threaded") {
+        Ok(cfg) => cfg,
+        Err(code) => return code,
     };
     if !cfg.unix.is_empty() {
         eprintln!("threaded: --unix is not supported by this example; use --listen or PORT");

@@ -214,6 +214,33 @@ impl Config {
     }
 }
 
+/// Parses the process's arguments for a program called `name`, and does
+/// what a command line that is not "serve" asks: prints the help or the
+/// version on stdout, or the error on stderr. `Err` holds the exit code to
+/// return: 0 after help or version, 2 for a bad command line.
+pub fn from_args_or_exit_code(name: &str) -> Result<Config, std::process::ExitCode> {
+    use std::process::ExitCode;
+    match Config::parse(std::env::args_os().skip(1)) {
+        Ok(Command::Serve(cfg)) => Ok(cfg),
+        Ok(Command::Help) => {
+            println!("{HELP}");
+            Err(ExitCode::SUCCESS)
+        }
+        Ok(Command::Version) => {
+            println!("{name} {}", env!("CARGO_PKG_VERSION"));
+            Err(ExitCode::SUCCESS)
+        }
+        Err(e @ CliError::NoListener) => {
+            eprintln!("{e}");
+            Err(ExitCode::from(2))
+        }
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 fn invalid(what: &str, value: &str, why: &str) -> CliError {
     CliError::Invalid(format!("invalid value '{value}' for {what}: {why}"))
 }

@@ -4,30 +4,14 @@
 
 #![forbid(unsafe_code)]
 
-use randline::config::{CliError, Command, Config, HELP};
 use randline::server::Server;
-use randline::{logging, sys};
+use randline::{config, logging, sys};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cfg = match Config::parse(std::env::args_os().skip(1)) {
-        Ok(Command::Serve(cfg)) => cfg,
-        Ok(Command::Help) => {
-            println!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Version) => {
-            println!("randline {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        Err(e @ CliError::NoListener) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            eprintln!("randline: {e}");
-            return ExitCode::from(2);
-        }
+    let cfg = match config::from_args_or_exit_code("randline") {
+        Ok(cfg) => cfg,
+        Err(code) => return code,
     };
 
     logging::init();

@@ -8,8 +8,14 @@ use std::time::{Duration, Instant};
 
 /// Runs randline with `args`, expecting it to exit by itself quickly.
 fn run(args: &[&str]) -> Output {
-    let mut child = Command::new(bin())
-        .args(args)
+    let mut cmd = Command::new(bin());
+    cmd.args(args);
+    run_cmd(cmd)
+}
+
+/// Runs `cmd` to completion, within `WAIT`.
+fn run_cmd(mut cmd: Command) -> Output {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -19,7 +25,7 @@ fn run(args: &[&str]) -> Output {
     while child.try_wait().expect("try_wait").is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("randline {args:?} did not exit");
+            panic!("{cmd:?} did not exit");
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -127,18 +133,10 @@ fn address_in_use_is_one_clear_line_and_exit_1() {
 #[test]
 fn startup_errors_are_shown_even_with_logging_off() {
     let server = Server::start(&[]);
-    let mut child = Command::new(bin())
-        .args(["--listen", &server.addr.to_string()])
-        .env("RUST_LOG", "off")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start");
-    let deadline = Instant::now() + common::WAIT;
-    while child.try_wait().expect("try_wait").is_none() {
-        assert!(Instant::now() < deadline, "did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().expect("output");
+    let mut cmd = Command::new(bin());
+    cmd.args(["--listen", &server.addr.to_string()])
+        .env("RUST_LOG", "off");
+    let out = run_cmd(cmd);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("in use"), "{}", stderr(&out));
 }
