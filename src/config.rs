@@ -41,6 +41,8 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// How long SIGTERM/SIGINT waits for clients to drain.
     pub shutdown_timeout: Duration,
+    /// Log the counters this often; `None` means only on SIGUSR1 and at exit.
+    pub stats_interval: Option<Duration>,
 }
 
 /// What the command line asked for.
@@ -112,11 +114,14 @@ usage: randline [OPTIONS] [PORT]
       --shutdown-timeout SECS
                             on SIGTERM/SIGINT, wait this long for clients to
                             drain before cutting them (default 5)
+      --stats-interval SECS log a 'stats:' line of counters this often; 0 = never
+                            (default 0: only at exit and on SIGUSR1)
   -h, --help                print this help
   -V, --version             print the version
 
 Logs go to stderr; set the level with RUST_LOG (error, warn, info, debug,
-trace; default info). Protocol: a line is answered by one integer and '\\n';
+trace; default info). RUST_LOG=randline=trace shows the loop at work: each
+wake-up, event, read and write (format: docs/tour.md). Protocol: a line is answered by one integer and '\\n';
 the line 'STOP' closes the session.";
 
 impl Config {
@@ -139,6 +144,7 @@ impl Config {
             max_line: Some(DEFAULT_MAX_LINE),
             idle_timeout: None,
             shutdown_timeout: Duration::from_secs(DEFAULT_SHUTDOWN_SECS),
+            stats_interval: None,
         };
         let mut port: Option<u16> = None;
 
@@ -177,6 +183,10 @@ impl Config {
                 }
                 Long("shutdown-timeout") => {
                     cfg.shutdown_timeout = seconds(&mut parser, "--shutdown-timeout")?;
+                }
+                Long("stats-interval") => {
+                    let d = seconds(&mut parser, "--stats-interval")?;
+                    cfg.stats_interval = (!d.is_zero()).then_some(d);
                 }
                 Value(v) => {
                     let v = v.to_string_lossy().into_owned();
@@ -367,6 +377,9 @@ mod tests {
         let c = serve(&["--max-line", "0", "--idle-timeout", "0", "1"]);
         assert_eq!(c.max_line, None);
         assert_eq!(c.idle_timeout, None);
+        assert_eq!(serve(&["--stats-interval", "0", "1"]).stats_interval, None);
+        let c = serve(&["--stats-interval", "30", "1"]);
+        assert_eq!(c.stats_interval, Some(Duration::from_secs(30)));
     }
 
     #[test]

@@ -33,6 +33,7 @@
 use crate::line::{Frame, LineFramer};
 use crate::net::{Peer, Stream};
 use crate::numbers::Numbers;
+use crate::stats::Stats;
 use log::trace;
 use mio::Token;
 use std::fmt;
@@ -73,6 +74,8 @@ pub struct Shared {
     pub max_line: Option<usize>,
     /// The time of this loop turn (one clock read per wake-up).
     pub now: Instant,
+    /// The loop's counters; a connection bumps the per-byte ones.
+    pub stats: Stats,
 }
 
 /// Why a connection ended, for the debug log.
@@ -167,6 +170,9 @@ pub struct Conn {
     /// The client sent urgent (out-of-band) data: a short read may then
     /// stop at the urgent mark with more queued, so read to `WouldBlock`.
     urgent: bool,
+    /// Not read from because its answers backed up (for the trace and the
+    /// `paused` counter: one pause, however many turns it lasts).
+    paused: bool,
     /// Unique per accepted connection: tells timer entries armed for an
     /// earlier connection in the same slab slot from this one's.
     pub serial: u64,
@@ -190,6 +196,7 @@ impl Conn {
             counted: true,
             rejected: false,
             urgent: false,
+            paused: false,
             serial,
         }
     }
@@ -283,14 +290,15 @@ impl Conn {
             let io = match self.phase {
                 Phase::Open => self.read_lines(token, sh, &mut budget),
                 Phase::Lingering { .. } => self
-                    .discard_input(token, &mut sh.rbuf, &mut budget)
+                    .discard_input(token, &mut sh.rbuf, &mut sh.stats, &mut budget)
                     .map(|eof| client_done = eof),
                 Phase::Closing { .. } | Phase::Closed => Ok(()),
             };
-            let wrote = match io.and_then(|()| self.flush(token, &mut sh.scratch)) {
+            let wrote = match io.and_then(|()| self.flush(token, &mut sh.scratch, &mut sh.stats)) {
                 Ok(wrote) => wrote,
                 Err(e) => return self.finish(Some(Why::Failed(e))),
             };
+            self.note_backpressure(token, &mut sh.stats);
             if wrote > 0 && matches!(self.phase, Phase::Closing { .. }) {
                 // A slow reader that is still reading is not cut off: the
                 // flush deadline counts from its latest progress. (Shutdown
@@ -329,6 +337,8 @@ impl Conn {
             }
         }
         if self.reads() && self.readable && budget == 0 {
+            sh.stats.yields += 1;
+            trace!("token {}: read budget used up, again next turn", token.0);
             Status::Again
         } else {
             Status::Wait
@@ -342,6 +352,37 @@ impl Conn {
             Phase::Open | Phase::Closed => Why::ClientClosed,
         };
         Status::Closed(failure.unwrap_or(planned))
+    }
+
+    /// Backpressure: answers the kernel refused are piling up, so reading
+    /// stops (`read_lines` will not read past [`OUT_LOW`] pending) until a
+    /// writable event drains them. Only traced and counted here; the rule
+    /// itself is the `out.len() > OUT_LOW` check in `read_lines`.
+    fn note_backpressure(&mut self, token: Token, stats: &mut Stats) {
+        if !self.is_open() {
+            // Closing: no more reading either way.
+            self.paused = false;
+            return;
+        }
+        let backed_up = self.out.len() > OUT_LOW;
+        if backed_up == self.paused {
+            return;
+        }
+        self.paused = backed_up;
+        if backed_up {
+            stats.paused += 1;
+            trace!(
+                "token {}: paused reading: {} bytes of answers pending",
+                token.0,
+                self.out.len()
+            );
+        } else {
+            trace!(
+                "token {}: resumed reading: {} bytes of answers pending",
+                token.0,
+                self.out.len()
+            );
+        }
     }
 
     /// In a phase that reads from the socket.
@@ -362,11 +403,8 @@ impl Conn {
                 &mut self.out
             };
             if out.len() > OUT_LOW {
-                trace!(
-                    "token {}: paused reading: {} bytes of answers pending",
-                    token.0,
-                    out.len()
-                );
+                // Write these before reading more (`drive` comes back here
+                // if the kernel takes them; see `note_backpressure` if not).
                 return Ok(());
             }
             if !out.is_empty() && out.capacity() < OUT_CAP + OUT_SLACK {
@@ -379,6 +417,7 @@ impl Conn {
             let want = ((OUT_CAP - out.len()) / max_answer)
                 .min(sh.rbuf.len())
                 .min(*budget);
+            sh.stats.reads += 1;
             let n = match self.stream.read(&mut sh.rbuf[..want]) {
                 Ok(0) => {
                     // The client is done sending; it still gets every
@@ -393,6 +432,7 @@ impl Conn {
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    sh.stats.wouldblock += 1;
                     trace!("token {}: read WouldBlock", token.0);
                     self.readable = false;
                     return Ok(());
@@ -401,6 +441,7 @@ impl Conn {
                 Err(e) => return Err(e),
             };
             *budget -= n;
+            sh.stats.bytes_in += n as u64;
             self.clock = sh.now;
             // A short read emptied the socket: on Linux (epoll) a read that
             // returns less than asked took everything queued, and any byte
@@ -416,23 +457,44 @@ impl Conn {
                 trace!("token {}: read {n} bytes", token.0);
             }
 
+            let lines_before = sh.stats.lines;
             let mut input = &sh.rbuf[..n];
+            let mut end = None;
             while !input.is_empty() {
                 let (used, frame) = self.framer.advance(input, sh.max_line);
                 input = &input[used..];
                 match frame {
                     None => {}
-                    Some(Frame::Line) => sh.numbers.write_next(out),
+                    Some(Frame::Line) => {
+                        sh.numbers.write_next(out);
+                        sh.stats.lines += 1;
+                    }
+                    // Bytes after STOP are not lines: the rest of this
+                    // read is dropped, later input discarded while lingering.
                     Some(Frame::Stop) => {
-                        self.close(Why::Stop, sh.now + FLUSH_TIMEOUT);
-                        return Ok(());
+                        end = Some(Why::Stop);
+                        break;
                     }
                     Some(Frame::TooLong) => {
                         out.extend_from_slice(ERR_TOO_LONG);
-                        self.close(Why::TooLong, sh.now + FLUSH_TIMEOUT);
-                        return Ok(());
+                        end = Some(Why::TooLong);
+                        break;
                     }
                 }
+            }
+            trace!(
+                "token {}: answered {} lines{}",
+                token.0,
+                sh.stats.lines - lines_before,
+                match end {
+                    Some(Why::Stop) => ", then STOP",
+                    Some(_) => ", then a line too long: ERR",
+                    None => "",
+                }
+            );
+            if let Some(why) = end {
+                self.close(why, sh.now + FLUSH_TIMEOUT);
+                return Ok(());
             }
         }
         Ok(())
@@ -444,16 +506,19 @@ impl Conn {
         &mut self,
         token: Token,
         rbuf: &mut [u8],
+        stats: &mut Stats,
         budget: &mut usize,
     ) -> io::Result<bool> {
         while self.readable && *budget > 0 {
+            stats.reads += 1;
             match self.stream.read(rbuf) {
                 Ok(0) => {
                     trace!("token {}: read EOF while lingering", token.0);
                     return Ok(true);
                 }
                 Ok(n) => {
-                    trace!("token {}: discarded {n} bytes", token.0);
+                    stats.bytes_in += n as u64;
+                    trace!("token {}: read {n} bytes, discarded (lingering)", token.0);
                     *budget = budget.saturating_sub(n);
                     // The short-read rule, as in `read_lines`.
                     if n < rbuf.len() && !self.read_closed && !self.urgent {
@@ -461,6 +526,7 @@ impl Conn {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    stats.wouldblock += 1;
                     trace!("token {}: read WouldBlock while lingering", token.0);
                     self.readable = false;
                 }
@@ -474,16 +540,27 @@ impl Conn {
     /// Writes pending answers until done or `WouldBlock`; returns how many
     /// bytes the kernel took. Leaves `scratch` empty; what the kernel did not
     /// take is kept in `out`.
-    fn flush(&mut self, token: Token, scratch: &mut Vec<u8>) -> io::Result<usize> {
+    fn flush(
+        &mut self,
+        token: Token,
+        scratch: &mut Vec<u8>,
+        stats: &mut Stats,
+    ) -> io::Result<usize> {
         if !scratch.is_empty() {
-            let written = write_some(token, &mut self.stream, scratch, &mut self.writable);
+            let written = write_some(token, &mut self.stream, scratch, &mut self.writable, stats);
             if let Ok(n) = written {
                 self.out.extend_from_slice(&scratch[n..]);
             }
             scratch.clear();
             written
         } else if !self.out.is_empty() {
-            let n = write_some(token, &mut self.stream, &self.out, &mut self.writable)?;
+            let n = write_some(
+                token,
+                &mut self.stream,
+                &self.out,
+                &mut self.writable,
+                stats,
+            )?;
             self.out.drain(..n);
             if self.out.is_empty() {
                 // Give the memory back: an idle client owns no buffer.
@@ -502,16 +579,20 @@ fn write_some(
     stream: &mut Stream,
     buf: &[u8],
     writable: &mut bool,
+    stats: &mut Stats,
 ) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() && *writable {
+        stats.writes += 1;
         match stream.write(&buf[done..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
+                stats.bytes_out += n as u64;
                 trace!("token {}: wrote {n} of {} bytes", token.0, buf.len() - done);
                 done += n;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                stats.wouldblock += 1;
                 trace!(
                     "token {}: write WouldBlock, {} bytes wait for a writable event",
                     token.0,

@@ -18,6 +18,7 @@
 //! | [`numbers`] | the random number source and its text form | framing |
 //! | [`net`] | TCP/Unix listeners and streams behind one type | policy |
 //! | [`timers`] | the deadline heap (idle, closing) | what a deadline means |
+//! | [`stats`] | the loop's counters and their `stats:` line | when they are logged |
 //! | [`sys`] | the open-file limit | |
 //! | [`logging`] | the log line format | |
 //!
@@ -34,5 +35,6 @@ pub mod logging;
 pub mod net;
 pub mod numbers;
 pub mod server;
+pub mod stats;
 pub mod sys;
 pub mod timers;

@@ -6,10 +6,11 @@
 //!  ┌─► poll(timeout)        timeout = none if nothing is armed (idle = asleep)
 //!  │     for each event:
 //!  │       listener ──► accept until WouldBlock ──► register READABLE|WRITABLE once
-//!  │       signals  ──► SIGTERM/SIGINT: stop accepting, close every client gracefully
+//!  │       signals  ──► SIGTERM/SIGINT: stop accepting, close every client gracefully;
+//!  │                    SIGUSR1: log the counters
 //!  │       client   ──► latch readiness, Conn::drive (read, answer, write)
 //!  │     drive the "again" list (clients whose read budget ran out)
-//!  │     fire due deadlines (idle timeout, lingering close, accept retry)
+//!  │     fire due deadlines (idle timeout, lingering close, accept retry, stats)
 //!  │     free the slots of connections closed this turn
 //!  └──── until shut down and every client is gone (or the grace period ends)
 //! ```
@@ -22,14 +23,15 @@ use crate::config::Config;
 use crate::conn::{Conn, Shared, Status, Why};
 use crate::net::{Listener, Peer, Stream};
 use crate::numbers::Numbers;
+use crate::stats::Stats;
 use crate::timers::{Entry, Timers};
 use log::{Level, debug, info, log_enabled, trace, warn};
 use mio::event::Event;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
 /// The signal pipe's token; listener `i` is `LISTENERS + i`. Far above any
@@ -99,6 +101,9 @@ pub struct Server {
     stopping: Option<Instant>,
     /// Clients given up on during the drain, for the last log line.
     cut: usize,
+    /// `--stats-interval`, and when the next periodic `stats:` line is due.
+    stats_interval: Option<Duration>,
+    stats_due: Option<Instant>,
 }
 
 /// Why the server could not start.
@@ -122,7 +127,7 @@ impl Server {
 
         // Signals first: once a `listening on` line is out, SIGTERM must
         // already mean "drain and exit 0", not the default "die".
-        let mut signals = Signals::new([SIGTERM, SIGINT])
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGUSR1])
             .map_err(fail("cannot install signal handlers".into()))?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
@@ -194,6 +199,7 @@ impl Server {
                 numbers,
                 max_line: cfg.max_line,
                 now: Instant::now(),
+                stats: Stats::default(),
             },
             clients: 0,
             rejected: 0,
@@ -209,6 +215,8 @@ impl Server {
             fd_warned: None,
             stopping: None,
             cut: 0,
+            stats_interval: cfg.stats_interval,
+            stats_due: cfg.stats_interval.map(|d| Instant::now() + d),
         })
     }
 
@@ -218,18 +226,30 @@ impl Server {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
             let timeout = self.next_timeout();
+            // Read once per turn: the trace must cost nothing when it is off.
+            let tracing = log_enabled!(Level::Trace);
+            let slept_from = tracing.then(Instant::now);
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 // A signal arrived during epoll_wait: not an error; the
                 // signal pipe's event is reported by the next poll.
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    trace!("poll: interrupted by a signal, polling again");
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
             self.shared.now = Instant::now();
-            trace!("poll woke with {} events", events.iter().count());
+            self.shared.stats.wakeups += 1;
+            if let Some(from) = slept_from {
+                trace_wakeup(&events, self.shared.now - from, timeout);
+            }
 
             for event in events.iter() {
-                trace_event(event);
+                self.shared.stats.events += 1;
+                if tracing {
+                    self.trace_event(event);
+                }
                 match event.token() {
                     SIGNALS => self.on_signal(),
                     Token(t) if t >= LISTENERS => self.accept(t - LISTENERS),
@@ -264,6 +284,7 @@ impl Server {
                         warn!("shutdown: grace period over, cut {} clients", self.cut);
                     }
                     info!("shutdown complete");
+                    self.log_stats();
                     return Ok(());
                 }
             }
@@ -276,10 +297,15 @@ impl Server {
         if !self.again.is_empty() {
             return Some(Duration::ZERO);
         }
-        let earliest = [self.timers.next(), self.accept_retry, self.stopping]
-            .into_iter()
-            .flatten()
-            .min()?;
+        let earliest = [
+            self.timers.next(),
+            self.accept_retry,
+            self.stopping,
+            self.stats_due,
+        ]
+        .into_iter()
+        .flatten()
+        .min()?;
         Some(earliest.saturating_duration_since(Instant::now()))
     }
 
@@ -303,6 +329,7 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_out_of_fds(&e) => {
+                    self.shared.stats.accept_emfile += 1;
                     // The client stays queued in the backlog. Trying again
                     // now would spin; stopping for good would stall it. So:
                     // retry when one of ours closes, or after a short wait.
@@ -336,15 +363,28 @@ impl Server {
     /// both directions: nothing will ever be re-registered.
     fn admit(&mut self, stream: Stream, peer: Peer) -> io::Result<()> {
         let now = self.shared.now;
+        let stats = &mut self.shared.stats;
+        stats.accepted += 1;
         let busy = self.clients >= self.max_connections;
+        if busy {
+            stats.rejected_busy += 1;
+        }
         if busy && self.rejected >= self.busy_slots {
             // Too many rejections lingering already: a best-effort word,
             // then close. Reading what the client already sent first makes
             // a reset (which could destroy the word) less likely.
             let mut stream = stream;
-            let _ = stream.write(crate::conn::ERR_BUSY);
+            stats.writes += 1;
+            if let Ok(n) = stream.write(crate::conn::ERR_BUSY) {
+                stats.bytes_out += n as u64;
+            }
             let _ = stream.shutdown(std::net::Shutdown::Write);
-            let _ = io::copy(&mut stream, &mut io::sink());
+            // What has arrived already, within one buffer: never a loop
+            // that a fast sender could keep going.
+            stats.reads += 1;
+            if let Ok(n) = stream.read(&mut self.shared.rbuf) {
+                stats.bytes_in += n as u64;
+            }
             debug!("rejected {peer}: server busy (closed at once)");
             return Ok(());
         }
@@ -366,6 +406,8 @@ impl Server {
             debug!("rejected {peer}: server busy ({} clients)", self.clients);
         } else {
             self.clients += 1;
+            let stats = &mut self.shared.stats;
+            stats.peak = stats.peak.max(self.clients as u64);
             info!("serving {peer}");
             debug!("accepted {peer} as token {key}");
         }
@@ -445,6 +487,17 @@ impl Server {
             self.accept_retry = None;
             self.accept_all();
         }
+        if let (Some(due), Some(every)) = (self.stats_due, self.stats_interval)
+            && due <= now
+        {
+            self.log_stats();
+            // The next one on the grid, skipping any a long turn missed.
+            let mut next = due + every;
+            while next <= now {
+                next += every;
+            }
+            self.stats_due = Some(next);
+        }
         while let Some(Entry { key, serial, .. }) = self.timers.pop_due(now) {
             // Stale entries: the connection is gone, or the slot is another's.
             let Some(conn) = self.conns.get_mut(key) else {
@@ -459,6 +512,7 @@ impl Server {
                     match conn.expire(now) {
                         Some(status) => self.after_drive(key, before, status),
                         None => {
+                            self.shared.stats.idle_closed += 1;
                             debug!("idle timeout for {} (token {key})", conn.peer);
                             let status = conn.drive(Token(key), &mut self.shared);
                             // Its new deadline is later than the old one:
@@ -511,17 +565,22 @@ impl Server {
         // Both signals may come back from one read of the pipe: only a
         // signal that arrives in a later turn counts as "again".
         let was_stopping = self.stopping.is_some();
-        for signal in self.signals.pending() {
-            let name = if signal == SIGTERM {
-                "SIGTERM"
-            } else {
-                "SIGINT"
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for signal in pending {
+            let name = match signal {
+                SIGUSR1 => {
+                    self.log_stats();
+                    continue;
+                }
+                SIGTERM => "SIGTERM",
+                _ => "SIGINT",
             };
             if was_stopping {
                 warn!(
                     "{name} again: exiting now, cutting {} clients",
                     self.conns.len()
                 );
+                self.log_stats();
                 std::process::exit(0);
             }
             if self.stopping.is_some() {
@@ -553,6 +612,24 @@ impl Server {
                 self.after_drive(key, before, status);
             }
         }
+    }
+
+    /// The counters, as one `stats:` line (format: [`crate::stats`]).
+    fn log_stats(&self) {
+        info!("{}", self.shared.stats.line(self.clients));
+    }
+
+    /// One trace line per readiness event: who, and the flags mio saw.
+    fn trace_event(&self, event: &Event) {
+        let who = match event.token() {
+            SIGNALS => "signals".to_string(),
+            Token(t) if t >= LISTENERS => format!("listener {}", t - LISTENERS),
+            Token(t) => match self.conns.get(t) {
+                Some(conn) => format!("token {t} ({})", conn.peer),
+                None => format!("token {t}"),
+            },
+        };
+        trace!("event {who}: {}", event_flags(event));
     }
 }
 
@@ -586,27 +663,35 @@ fn is_per_connection(e: &io::Error) -> bool {
     )
 }
 
-/// One trace line per readiness event: the token and the flags mio saw.
-fn trace_event(event: &Event) {
-    if !log_enabled!(Level::Trace) {
-        return;
-    }
+/// One trace line per return from poll: how long it slept, how many events.
+fn trace_wakeup(events: &Events, slept: Duration, timeout: Option<Duration>) {
+    let n = events.iter().count();
+    let timeout = timeout.map_or("none".to_string(), |t| format!("{:.3} ms", ms(t)));
+    trace!(
+        "poll: woke after {:.3} ms (timeout {timeout}) with {n} event{}",
+        ms(slept),
+        if n == 1 { "" } else { "s" }
+    );
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The readiness flags mio reported, as words.
+fn event_flags(event: &Event) -> String {
     let flags = [
         (event.is_readable(), "readable"),
         (event.is_writable(), "writable"),
         (event.is_read_closed(), "read-closed"),
         (event.is_write_closed(), "write-closed"),
         (event.is_error(), "error"),
+        (event.is_priority(), "priority"),
     ];
     let names: Vec<&str> = flags
         .iter()
         .filter(|(on, _)| *on)
         .map(|(_, n)| *n)
         .collect();
-    let who = match event.token() {
-        SIGNALS => "signals".to_string(),
-        Token(t) if t >= LISTENERS => format!("listener {}", t - LISTENERS),
-        Token(t) => format!("token {t}"),
-    };
-    trace!("event {who}: {}", names.join(" "));
+    names.join(" ")
 }

@@ -265,7 +265,7 @@ fn trace_level_shows_the_loop_at_work() {
     c.expect_eof();
     for needle in [
         "event listener 0: readable",
-        "event token 0: readable writable",
+        "event token 0 (127.0.0.1:",
         "token 0: read 3 bytes (short: socket drained)",
         "token 0: wrote ",
         "token 0: shut down write side, lingering",
