@@ -483,9 +483,9 @@ impl Conn {
                 }
             }
             trace!(
-                "token {}: answered {} lines{}",
+                "token {}: answered {}{}",
                 token.0,
-                sh.stats.lines - lines_before,
+                plural(sh.stats.lines - lines_before, "line"),
                 match end {
                     Some(Why::Stop) => ", then STOP",
                     Some(_) => ", then a line too long: ERR",
@@ -570,6 +570,15 @@ impl Conn {
         } else {
             Ok(0)
         }
+    }
+}
+
+/// `1 line`, `2 lines`: for the trace, which is read like a story.
+fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
