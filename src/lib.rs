@@ -24,7 +24,9 @@
 //!
 //! `src/main.rs` only wires them: parse, log, raise the fd limit, bind, run,
 //! and map the outcome to an exit code (0 ok, 1 runtime failure, 2 usage).
-//! docs/architecture.md draws the loop and a connection's life.
+//! docs/architecture.md draws the loop and a connection's life; docs/tour.md
+//! reads real traces (`RUST_LOG=randline=trace`) against this code, one
+//! function at a time; docs/experiments.md has labs to run.
 
 #![forbid(unsafe_code)]
 
