@@ -36,6 +36,7 @@ pub mod line;
 pub mod logging;
 pub mod net;
 pub mod numbers;
+pub mod proxy;
 pub mod server;
 pub mod stats;
 pub mod sys;
