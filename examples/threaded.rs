@@ -71,7 +71,7 @@ struct Shared {
 }
 
 fn main() -> ExitCode {
-    let cfg = match config::from_args_or_exit_code("threaded") {
+    let cfg = match config::from_args_or_exit_code("threaded", false) {
         Ok(cfg) => cfg,
         Err(code) => return code,
     };
@@ -79,7 +79,7 @@ fn main() -> ExitCode {
         eprintln!("threaded: --unix is not supported by this example; use --listen or PORT");
         return ExitCode::from(2);
     }
-    logging::init();
+    logging::init(logging::choose(cfg.log_format));
     match run(&cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {

@@ -43,6 +43,21 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Log the counters this often; `None` means only on SIGUSR1 and at exit.
     pub stats_interval: Option<Duration>,
+    /// Set SO_REUSEPORT on TCP listeners: several processes share a port.
+    pub reuse_port: bool,
+    /// Every connection starts with a PROXY protocol header (v1 or v2).
+    pub proxy_protocol: bool,
+    /// `--log-format`; `None`: journald if `JOURNAL_STREAM` is set, else text.
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `2026-11-24T00:05:09.994Z INFO  message`, for a terminal or a file.
+    Text,
+    /// `<6>message`: a syslog priority and no timestamp, for systemd's journal.
+    Journald,
 }
 
 /// What the command line asked for.
@@ -116,8 +131,18 @@ usage: randline [OPTIONS] [PORT]
                             drain before cutting them (default 5)
       --stats-interval SECS log a 'stats:' line of counters this often; 0 = never
                             (default 0: only at exit and on SIGUSR1)
+      --reuse-port          set SO_REUSEPORT: several randline processes may
+                            listen on the same port; the kernel spreads clients
+      --proxy-protocol      every connection starts with a PROXY protocol header
+                            (v1 or v2, as HAProxy's send-proxy sends); the client
+                            it names is logged; no valid header, no answers
+      --log-format FORMAT   text or journald (default: journald when
+                            JOURNAL_STREAM is set, else text)
   -h, --help                print this help
   -V, --version             print the version
+
+Started by systemd socket activation (LISTEN_FDS), it also serves on the
+sockets it is given; then no listen option is needed.
 
 Logs go to stderr; set the level with RUST_LOG (error, warn, info, debug,
 trace; default info). RUST_LOG=randline=trace shows the loop at work: each
@@ -127,6 +152,16 @@ the line 'STOP' closes the session.";
 impl Config {
     /// Parses the arguments after the program name.
     pub fn parse<I>(args: I) -> Result<Command, CliError>
+    where
+        I: IntoIterator,
+        I::Item: Into<OsString>,
+    {
+        Config::parse_with(args, false)
+    }
+
+    /// Like [`Config::parse`]; `sockets_passed` says that listening sockets
+    /// came from outside (systemd), so no listen option is needed.
+    pub fn parse_with<I>(args: I, sockets_passed: bool) -> Result<Command, CliError>
     where
         I: IntoIterator,
         I::Item: Into<OsString>,
@@ -145,6 +180,9 @@ impl Config {
             idle_timeout: None,
             shutdown_timeout: Duration::from_secs(DEFAULT_SHUTDOWN_SECS),
             stats_interval: None,
+            reuse_port: false,
+            proxy_protocol: false,
+            log_format: None,
         };
         let mut port: Option<u16> = None;
 
@@ -184,6 +222,16 @@ impl Config {
                 Long("shutdown-timeout") => {
                     cfg.shutdown_timeout = seconds(&mut parser, "--shutdown-timeout")?;
                 }
+                Long("reuse-port") => cfg.reuse_port = true,
+                Long("proxy-protocol") => cfg.proxy_protocol = true,
+                Long("log-format") => {
+                    let v = string_value(&mut parser, "--log-format")?;
+                    cfg.log_format = Some(match v.as_str() {
+                        "text" => LogFormat::Text,
+                        "journald" => LogFormat::Journald,
+                        _ => return Err(invalid("--log-format", &v, "expected text or journald")),
+                    });
+                }
                 Long("stats-interval") => {
                     let d = seconds(&mut parser, "--stats-interval")?;
                     cfg.stats_interval = (!d.is_zero()).then_some(d);
@@ -217,7 +265,7 @@ impl Config {
         if let Some(p) = port {
             cfg.listen.insert(0, SocketAddr::from(([0, 0, 0, 0], p)));
         }
-        if cfg.listen.is_empty() && cfg.unix.is_empty() {
+        if cfg.listen.is_empty() && cfg.unix.is_empty() && !sockets_passed {
             return Err(CliError::NoListener);
         }
         Ok(Command::Serve(cfg))
@@ -228,9 +276,13 @@ impl Config {
 /// what a command line that is not "serve" asks: prints the help or the
 /// version on stdout, or the error on stderr. `Err` holds the exit code to
 /// return: 0 after help or version, 2 for a bad command line.
-pub fn from_args_or_exit_code(name: &str) -> Result<Config, std::process::ExitCode> {
+/// `sockets_passed`: see [`Config::parse_with`].
+pub fn from_args_or_exit_code(
+    name: &str,
+    sockets_passed: bool,
+) -> Result<Config, std::process::ExitCode> {
     use std::process::ExitCode;
-    match Config::parse(std::env::args_os().skip(1)) {
+    match Config::parse_with(std::env::args_os().skip(1), sockets_passed) {
         Ok(Command::Serve(cfg)) => Ok(cfg),
         Ok(Command::Help) => {
             println!("{HELP}");
@@ -405,5 +457,25 @@ mod tests {
     fn nothing_to_listen_on_is_a_usage_error() {
         assert_eq!(parse(&[]).unwrap_err(), CliError::NoListener);
         assert!(matches!(parse(&["--seed", "3"]), Err(CliError::NoListener)));
+        // ... unless systemd passed the sockets.
+        assert!(matches!(
+            Config::parse_with(["--seed", "3"], true),
+            Ok(Command::Serve(_))
+        ));
+    }
+
+    #[test]
+    fn deployment_flags() {
+        let c = serve(&[
+            "--reuse-port",
+            "--proxy-protocol",
+            "--log-format",
+            "journald",
+            "1",
+        ]);
+        assert!(c.reuse_port && c.proxy_protocol);
+        assert_eq!(c.log_format, Some(LogFormat::Journald));
+        assert_eq!(serve(&["1"]).log_format, None);
+        assert!(error(&["--log-format", "xml", "1"]).contains("'xml'"));
     }
 }

@@ -33,8 +33,9 @@
 use crate::line::{Frame, LineFramer};
 use crate::net::{Peer, Stream};
 use crate::numbers::Numbers;
+use crate::proxy::{Header, HeaderParser};
 use crate::stats::Stats;
-use log::trace;
+use log::{debug, info, trace};
 use mio::Token;
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -55,6 +56,9 @@ pub const READ_BUDGET: usize = 64 * 1024;
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long input is discarded after our FIN before the socket is closed.
 pub const LINGER: Duration = Duration::from_secs(2);
+/// With `--proxy-protocol`: how long after accept the PROXY header must be
+/// complete. A proxy sends it at once; dripping it does not extend this.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Sent when a line passes `--max-line`, before a lingering close.
 pub const ERR_TOO_LONG: &[u8] = b"ERR line too long\n";
@@ -95,6 +99,12 @@ pub enum Why {
     Idle,
     /// The client did not take its answers (or its FIN) in time.
     Timeout,
+    /// `--proxy-protocol`: the connection did not start with a valid header
+    /// (the reason is logged when it is found: a `&str` here would make
+    /// every connection 8 bytes bigger).
+    BadHeader,
+    /// `--proxy-protocol`: no complete header within [`HEADER_TIMEOUT`].
+    NoHeader,
     /// The socket failed (reset by peer, broken pipe...).
     Failed(io::Error),
 }
@@ -109,6 +119,8 @@ impl fmt::Display for Why {
             Why::Shutdown => f.write_str("shutdown"),
             Why::Idle => f.write_str("idle timeout"),
             Why::Timeout => f.write_str("timed out while closing"),
+            Why::BadHeader => f.write_str("no valid PROXY header"),
+            Why::NoHeader => f.write_str("no PROXY header in time"),
             Why::Failed(e) => write!(f, "{e}"),
         }
     }
@@ -117,8 +129,10 @@ impl fmt::Display for Why {
 /// Where a connection is in its life (see the picture at the top).
 #[derive(Debug)]
 enum Phase {
-    /// Reading lines, answering them.
-    Open,
+    /// Reading lines, answering them. With `--proxy-protocol`, first the
+    /// PROXY header (boxed, and inside the phase, so that connections
+    /// without one pay nothing: an idle `Conn` must stay small).
+    Open { header: Option<Box<HeaderParser>> },
     /// No more lines will be read. Once `out` is flushed: shut down our
     /// write side and linger if the client may still be sending, else close.
     Closing { linger: bool, why: Why },
@@ -186,7 +200,7 @@ impl Conn {
             peer,
             framer: LineFramer::new(),
             out: Vec::new(),
-            phase: Phase::Open,
+            phase: Phase::Open { header: None },
             readable: false,
             // A new socket's send buffer is empty: writing will succeed.
             writable: true,
@@ -212,6 +226,19 @@ impl Conn {
         c
     }
 
+    /// `--proxy-protocol`: the first bytes must be a PROXY header. Until
+    /// it is complete nothing is answered, and the deadline is the header's.
+    pub fn expect_proxy_header(&mut self) {
+        self.phase = Phase::Open {
+            header: Some(Box::new(HeaderParser::new())),
+        };
+    }
+
+    /// Still waiting for the PROXY header.
+    pub fn awaiting_header(&self) -> bool {
+        matches!(self.phase, Phase::Open { header: Some(_) })
+    }
+
     /// The socket, for (de)registration.
     pub fn stream(&mut self) -> &mut Stream {
         &mut self.stream
@@ -230,7 +257,7 @@ impl Conn {
 
     /// True while the connection is still reading and answering lines.
     pub fn is_open(&self) -> bool {
-        matches!(self.phase, Phase::Open)
+        matches!(self.phase, Phase::Open { .. })
     }
 
     /// True while only waiting for the client's EOF (answers all sent).
@@ -247,7 +274,8 @@ impl Conn {
     /// When this connection next needs the loop's attention without an event.
     pub fn deadline(&self, idle: Option<Duration>) -> Option<Instant> {
         match self.phase {
-            Phase::Open => idle.map(|d| self.clock + d),
+            Phase::Open { header: Some(_) } => Some(self.clock + HEADER_TIMEOUT),
+            Phase::Open { header: None } => idle.map(|d| self.clock + d),
             Phase::Closing { .. } | Phase::Lingering { .. } => Some(self.clock),
             Phase::Closed => None,
         }
@@ -258,8 +286,13 @@ impl Conn {
     /// one has simply lingered long enough, one still flushing timed out.
     pub fn expire(&mut self, now: Instant) -> Option<Status> {
         match self.phase {
-            Phase::Open => {
-                self.close(Why::Idle, now + LINGER);
+            Phase::Open { ref header } => {
+                let why = if header.is_some() {
+                    Why::NoHeader
+                } else {
+                    Why::Idle
+                };
+                self.close(why, now + LINGER);
                 None
             }
             Phase::Lingering { .. } => Some(self.finish(None)),
@@ -271,7 +304,7 @@ impl Conn {
     /// gracefully by `by` at the latest.
     pub fn close(&mut self, why: Why, by: Instant) {
         match self.phase {
-            Phase::Open => {
+            Phase::Open { .. } => {
                 self.phase = Phase::Closing { linger: true, why };
                 self.clock = by;
             }
@@ -288,7 +321,7 @@ impl Conn {
         loop {
             let mut client_done = false;
             let io = match self.phase {
-                Phase::Open => self.read_lines(token, sh, &mut budget),
+                Phase::Open { .. } => self.read_lines(token, sh, &mut budget),
                 Phase::Lingering { .. } => self
                     .discard_input(token, &mut sh.rbuf, &mut sh.stats, &mut budget)
                     .map(|eof| client_done = eof),
@@ -349,7 +382,7 @@ impl Conn {
     pub fn finish(&mut self, failure: Option<Why>) -> Status {
         let planned = match std::mem::replace(&mut self.phase, Phase::Closed) {
             Phase::Closing { why, .. } | Phase::Lingering { why } => why,
-            Phase::Open | Phase::Closed => Why::ClientClosed,
+            Phase::Open { .. } | Phase::Closed => Why::ClientClosed,
         };
         Status::Closed(failure.unwrap_or(planned))
     }
@@ -387,7 +420,7 @@ impl Conn {
 
     /// In a phase that reads from the socket.
     fn reads(&self) -> bool {
-        matches!(self.phase, Phase::Open | Phase::Lingering { .. })
+        matches!(self.phase, Phase::Open { .. } | Phase::Lingering { .. })
     }
 
     /// Reads until `WouldBlock`, EOF, the budget, or backpressure; frames
@@ -442,7 +475,10 @@ impl Conn {
             };
             *budget -= n;
             sh.stats.bytes_in += n as u64;
-            self.clock = sh.now;
+            // The idle clock; a PROXY header's deadline counts from accept.
+            if !matches!(self.phase, Phase::Open { header: Some(_) }) {
+                self.clock = sh.now;
+            }
             // A short read emptied the socket: on Linux (epoll) a read that
             // returns less than asked took everything queued, and any byte
             // that arrives later raises a new edge. So skip the read that
@@ -459,6 +495,33 @@ impl Conn {
 
             let lines_before = sh.stats.lines;
             let mut input = &sh.rbuf[..n];
+            let mut outcome = None; // None: no header, or all of `input` was header
+            if let Phase::Open {
+                header: Some(parser),
+            } = &mut self.phase
+            {
+                let used;
+                (used, outcome) = parser.advance(input);
+                input = &input[used..];
+            }
+            match outcome {
+                None => {}
+                Some(Ok(header)) => {
+                    self.phase = Phase::Open { header: None };
+                    self.clock = sh.now;
+                    on_header(token, &mut self.peer, header);
+                }
+                Some(Err(why)) => {
+                    // Never answered: whatever this is, it is not ours.
+                    debug!("{}: PROXY header refused: {why}", self.peer);
+                    self.phase = Phase::Closing {
+                        linger: true,
+                        why: Why::BadHeader,
+                    };
+                    self.clock = sh.now + FLUSH_TIMEOUT;
+                    return Ok(());
+                }
+            }
             let mut end = None;
             while !input.is_empty() {
                 let (used, frame) = self.framer.advance(input, sh.max_line);
@@ -569,6 +632,21 @@ impl Conn {
             Ok(n)
         } else {
             Ok(0)
+        }
+    }
+}
+
+/// A complete PROXY header: the client it names is who we serve.
+fn on_header(token: Token, peer: &mut Peer, header: Header) {
+    trace!("token {}: PROXY header read", token.0);
+    match header {
+        Header::Client(addr) => {
+            let proxy = std::mem::replace(peer, Peer::Tcp(addr));
+            info!("serving {addr} (proxied by {proxy})");
+        }
+        // Health checks (LOCAL) are frequent: not worth an info line.
+        Header::Local => {
+            debug!("serving {peer} (its PROXY header names no client: LOCAL or UNKNOWN)")
         }
     }
 }

@@ -30,6 +30,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod activation;
 pub mod config;
 pub mod conn;
 pub mod line;

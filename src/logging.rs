@@ -1,13 +1,36 @@
-//! Log lines on stderr: `2026-11-23T20:34:59.123Z INFO  listening on ...`.
+//! Log lines on stderr: `2026-11-23T20:34:59.123Z INFO  listening on ...`,
+//! or, for systemd's journal, `<6>listening on ...` (a syslog priority and
+//! no timestamp: the journal stamps each line itself).
 //!
 //! The level comes from `RUST_LOG` (default `info`). The timestamp is
 //! formatted here, in UTC, rather than pulling in a date-time crate.
 
+use crate::config::LogFormat;
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// The format to use: the one asked for, else journald when stderr is
+/// systemd's journal (it sets `JOURNAL_STREAM`), else text.
+pub fn choose(asked: Option<LogFormat>) -> LogFormat {
+    asked.unwrap_or(if std::env::var_os("JOURNAL_STREAM").is_some() {
+        LogFormat::Journald
+    } else {
+        LogFormat::Text
+    })
+}
+
+/// The syslog priority systemd reads from a `<N>` prefix.
+fn priority(level: log::Level) -> u8 {
+    match level {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 6,
+        log::Level::Debug | log::Level::Trace => 7,
+    }
+}
+
 /// Installs the logger. Call once, first thing in `main`.
-pub fn init() {
+pub fn init(format: LogFormat) {
     let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
     // mio logs its own registrations at trace level (a dependency turns its
@@ -16,9 +39,14 @@ pub fn init() {
     if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("mio")) {
         builder.filter_module("mio", log::LevelFilter::Off);
     }
-    builder
-        .format(|f, record| writeln!(f, "{} {:<5} {}", Utc::now(), record.level(), record.args()))
-        .init();
+    match format {
+        LogFormat::Text => builder.format(|f, record| {
+            writeln!(f, "{} {:<5} {}", Utc::now(), record.level(), record.args())
+        }),
+        LogFormat::Journald => builder
+            .format(|f, record| writeln!(f, "<{}>{}", priority(record.level()), record.args())),
+    };
+    builder.init();
 }
 
 /// A UTC wall-clock time, printed as RFC 3339 with milliseconds.

@@ -5,16 +5,24 @@
 #![forbid(unsafe_code)]
 
 use randline::server::Server;
-use randline::{config, logging, sys};
+use randline::{activation, config, logging, sys};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cfg = match config::from_args_or_exit_code("randline") {
+    let cfg = match config::from_args_or_exit_code("randline", activation::sockets_passed()) {
         Ok(cfg) => cfg,
         Err(code) => return code,
     };
 
-    logging::init();
+    logging::init(logging::choose(cfg.log_format));
+    // Sockets from systemd, taken while this is the only thread.
+    let inherited = match activation::take_listeners() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("randline: cannot use the sockets systemd passed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let fd_limit = match sys::raise_fd_limit() {
         Ok(n) => n,
         Err(e) => {
@@ -23,7 +31,7 @@ fn main() -> ExitCode {
         }
     };
 
-    let server = match Server::bind(&cfg, fd_limit) {
+    let server = match Server::bind(&cfg, fd_limit, inherited) {
         Ok(s) => s,
         // On stderr whatever RUST_LOG says: an operator must see why.
         Err(e) => {

@@ -23,8 +23,10 @@ pub const BACKLOG: i32 = 1024;
 pub enum Listener {
     /// `--listen` or `PORT`.
     Tcp(TcpListener),
-    /// `--unix`; the path is removed again when the listener is dropped.
-    Unix(UnixListener, PathBuf),
+    /// `--unix`; the path (if we made the socket) is removed again when the
+    /// listener is dropped. Sockets passed by systemd have `None`: the file
+    /// is systemd's.
+    Unix(UnixListener, Option<PathBuf>),
 }
 
 /// Where a listener listens, for the `listening on` log line.
@@ -47,10 +49,15 @@ impl fmt::Display for LocalAddr {
 impl Listener {
     /// Binds a non-blocking TCP listener with `SO_REUSEADDR` (a restart
     /// need not wait for old connections in TIME_WAIT) and a backlog of
-    /// [`BACKLOG`].
-    pub fn bind_tcp(addr: SocketAddr) -> io::Result<Self> {
+    /// [`BACKLOG`]. With `reuse_port`, `SO_REUSEPORT` too: every process
+    /// that sets it may bind the same port, and the kernel spreads new
+    /// connections over them (by a hash of the addresses).
+    pub fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> io::Result<Self> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
         socket.set_reuse_address(true)?;
+        if reuse_port {
+            socket.set_reuse_port(true)?;
+        }
         socket.bind(&addr.into())?;
         socket.listen(BACKLOG)?;
         // mio needs a non-blocking socket: a blocking accept would stall
@@ -69,14 +76,31 @@ impl Listener {
             }
             other => other,
         }
-        .map(|l| Listener::Unix(l, path.to_path_buf()))
+        .map(|l| Listener::Unix(l, Some(path.to_path_buf())))
+    }
+
+    /// A TCP listener made elsewhere (systemd), as a non-blocking mio one.
+    pub fn from_std_tcp(l: std::net::TcpListener) -> io::Result<Self> {
+        l.set_nonblocking(true)?;
+        Ok(Listener::Tcp(TcpListener::from_std(l)))
+    }
+
+    /// A Unix listener made elsewhere (systemd), as a non-blocking mio one.
+    pub fn from_std_unix(l: std::os::unix::net::UnixListener) -> io::Result<Self> {
+        l.set_nonblocking(true)?;
+        Ok(Listener::Unix(UnixListener::from_std(l), None))
     }
 
     /// The address actually bound.
     pub fn local_addr(&self) -> io::Result<LocalAddr> {
         match self {
             Listener::Tcp(l) => l.local_addr().map(LocalAddr::Tcp),
-            Listener::Unix(_, path) => Ok(LocalAddr::Unix(path.clone())),
+            Listener::Unix(_, Some(path)) => Ok(LocalAddr::Unix(path.clone())),
+            Listener::Unix(l, None) => {
+                let addr = l.local_addr()?;
+                let path = addr.as_pathname().unwrap_or(Path::new("(unnamed)"));
+                Ok(LocalAddr::Unix(path.to_path_buf()))
+            }
         }
     }
 
@@ -103,7 +127,7 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, path) = self {
+        if let Listener::Unix(_, Some(path)) = self {
             // Best effort: a leftover file is replaced at the next start.
             let _ = std::fs::remove_file(path);
         }

@@ -101,6 +101,8 @@ pub struct Server {
     stopping: Option<Instant>,
     /// Clients given up on during the drain, for the last log line.
     cut: usize,
+    /// `--proxy-protocol`.
+    proxy_protocol: bool,
     /// `--stats-interval`, and when the next periodic `stats:` line is due.
     stats_interval: Option<Duration>,
     stats_due: Option<Instant>,
@@ -120,8 +122,13 @@ impl std::error::Error for StartError {}
 
 impl Server {
     /// Binds every listener and registers it, with the signal pipe, on a
-    /// new poll. `fd_limit` is the soft open-file limit in force.
-    pub fn bind(cfg: &Config, fd_limit: u64) -> Result<Server, StartError> {
+    /// new poll, after the `inherited` ones (systemd's). `fd_limit` is the
+    /// soft open-file limit in force.
+    pub fn bind(
+        cfg: &Config,
+        fd_limit: u64,
+        inherited: Vec<Listener>,
+    ) -> Result<Server, StartError> {
         let fail = |what: String| move |e: io::Error| StartError(format!("{what}: {e}"));
         let poll = Poll::new().map_err(fail("cannot create the poll".into()))?;
 
@@ -133,10 +140,16 @@ impl Server {
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(fail("cannot register the signal pipe".into()))?;
 
-        let mut listeners = Vec::new();
+        if !inherited.is_empty() {
+            info!(
+                "socket activation: {} listening sockets passed",
+                inherited.len()
+            );
+        }
+        let mut listeners = inherited;
         for &addr in &cfg.listen {
-            listeners
-                .push(Listener::bind_tcp(addr).map_err(fail(format!("cannot listen on {addr}")))?);
+            let what = format!("cannot listen on {addr}");
+            listeners.push(Listener::bind_tcp(addr, cfg.reuse_port).map_err(fail(what))?);
         }
         for path in &cfg.unix {
             let what = format!("cannot listen on unix:{}", path.display());
@@ -215,6 +228,7 @@ impl Server {
             fd_warned: None,
             stopping: None,
             cut: 0,
+            proxy_protocol: cfg.proxy_protocol,
             stats_interval: cfg.stats_interval,
             stats_due: cfg.stats_interval.map(|d| Instant::now() + d),
         })
@@ -397,6 +411,9 @@ impl Server {
         } else {
             Conn::new(stream, peer, serial, now)
         };
+        if self.proxy_protocol && !busy {
+            conn.expect_proxy_header();
+        }
         self.poll
             .registry()
             .register(conn.stream(), Token(key), CLIENT_INTEREST)?;
@@ -408,8 +425,13 @@ impl Server {
             self.clients += 1;
             let stats = &mut self.shared.stats;
             stats.peak = stats.peak.max(self.clients as u64);
-            info!("serving {peer}");
-            debug!("accepted {peer} as token {key}");
+            if self.proxy_protocol {
+                // `serving` names the real client, once its header is read.
+                debug!("accepted {peer} as token {key}, waiting for its PROXY header");
+            } else {
+                info!("serving {peer}");
+                debug!("accepted {peer} as token {key}");
+            }
         }
         if let Some(at) = self.conns[key].deadline(self.idle_timeout) {
             self.arm(at, key);
@@ -509,11 +531,14 @@ impl Server {
             match conn.deadline(self.idle_timeout) {
                 Some(d) if d <= now => {
                     let before = conn.deadline(self.idle_timeout);
+                    let idle = !conn.awaiting_header();
                     match conn.expire(now) {
                         Some(status) => self.after_drive(key, before, status),
                         None => {
-                            self.shared.stats.idle_closed += 1;
-                            debug!("idle timeout for {} (token {key})", conn.peer);
+                            if idle {
+                                self.shared.stats.idle_closed += 1;
+                            }
+                            debug!("deadline for {} (token {key})", conn.peer);
                             let status = conn.drive(Token(key), &mut self.shared);
                             // Its new deadline is later than the old one:
                             // arm it whatever `before` says.

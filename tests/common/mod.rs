@@ -26,7 +26,7 @@ pub struct Log(Arc<(Mutex<Vec<String>>, Condvar)>);
 
 impl Log {
     /// Collects `stderr` on a thread, line by line.
-    fn collect(stderr: impl Read + Send + 'static) -> Log {
+    pub fn collect(stderr: impl Read + Send + 'static) -> Log {
         let log = Log::default();
         let sink = log.clone();
         std::thread::spawn(move || {
