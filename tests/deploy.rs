@@ -357,3 +357,32 @@ fn haproxy_in_front_of_two_servers() {
     }
     assert_eq!(r2.log.count("proxied by"), before + 10);
 }
+
+#[test]
+fn contrib_units_pass_systemd_analyze_verify() {
+    if !have("systemd-analyze", "systemd") {
+        return;
+    }
+    // The units name /usr/local/bin/randline; verify checks that the
+    // binary exists, so point them at the one under test.
+    let dir = std::env::temp_dir().join(format!("randline-units-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let contrib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib");
+    let mut units = Vec::new();
+    for name in ["randline.socket", "randline.service", "randline@.service"] {
+        let text = std::fs::read_to_string(contrib.join(name)).expect("read unit");
+        let text = text.replace("/usr/local/bin/randline", common::bin());
+        // A template is verified as one of its instances.
+        let file = dir.join(name.replace("@.", "@0."));
+        std::fs::write(&file, text).expect("write unit");
+        units.push(file);
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&units)
+        .output()
+        .expect("systemd-analyze");
+    std::fs::remove_dir_all(&dir).ok();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.trim().is_empty(), "{text}");
+}
