@@ -18,6 +18,8 @@
 //! | [`numbers`] | the random number source and its text form | framing |
 //! | [`net`] | TCP/Unix listeners and streams behind one type | policy |
 //! | [`timers`] | the deadline heap (idle, closing) | what a deadline means |
+//! | [`proxy`] | the PROXY protocol header parser (pure, tested on every split) | sockets |
+//! | [`activation`] | sockets passed by systemd (`LISTEN_FDS`) | binding |
 //! | [`stats`] | the loop's counters and their `stats:` line | when they are logged |
 //! | [`sys`] | the open-file limit | |
 //! | [`logging`] | the log line format | |
