@@ -146,8 +146,9 @@ sockets it is given; then no listen option is needed.
 
 Logs go to stderr; set the level with RUST_LOG (error, warn, info, debug,
 trace; default info). RUST_LOG=randline=trace shows the loop at work: each
-wake-up, event, read and write (format: docs/tour.md). Protocol: a line is answered by one integer and '\\n';
-the line 'STOP' closes the session.";
+wake-up, event, read and write (format: docs/tour.md). SIGUSR1 logs the
+counters. Protocol: a line is answered by one integer and '\\n'; the line
+'STOP' closes the session.";
 
 impl Config {
     /// Parses the arguments after the program name.
