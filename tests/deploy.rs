@@ -61,18 +61,7 @@ impl Proc {
     }
 
     fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "did not exit:\n{}",
-                self.log.text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::wait_exit(&mut self.child, &self.log)
     }
 }
 

@@ -353,11 +353,7 @@ fn a_half_closed_client_that_reads_slowly_gets_every_answer() {
     ]);
     let mut c = server.connect();
     let lines = 2_000_000;
-    let mut w = c.stream.try_clone().expect("clone");
-    let writer = std::thread::spawn(move || {
-        w.write_all(&b"x\n".repeat(lines)).expect("write");
-        w.shutdown(std::net::Shutdown::Write).expect("half-close");
-    });
+    let writer = c.send_lines_in_background(lines, true);
     std::thread::sleep(Duration::from_millis(500));
     read_answers_pausing(&mut c, lines, Duration::from_millis(5));
     writer.join().expect("writer");

@@ -7,7 +7,7 @@ mod common;
 use common::Server;
 use rustix::process::Signal;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 /// The `key=value` pairs of a `stats:` log line.
@@ -167,13 +167,7 @@ fn a_client_that_stops_reading_is_paused_and_resumed() {
     ]);
     let mut c = server.connect();
     let lines = 400_000;
-    let mut w = c.stream.try_clone().expect("clone");
-    let writer = std::thread::spawn(move || {
-        let batch = b"x\n".repeat(10_000);
-        for _ in 0..lines / 10_000 {
-            w.write_all(&batch).expect("send while not reading");
-        }
-    });
+    let writer = c.send_lines_in_background(lines, false);
     // Not reading: wait until the server reports a pause.
     let deadline = Instant::now() + common::WAIT;
     loop {

@@ -224,14 +224,7 @@ fn a_client_that_stops_reading_pauses_and_resumes() {
     let server = traced(&[]);
     let mut c = server.connect();
     let lines = 5_000_000;
-    let mut w = c.stream.try_clone().expect("clone");
-    let writer = std::thread::spawn(move || {
-        let batch = b"x\n".repeat(100_000);
-        for _ in 0..lines / 100_000 {
-            w.write_all(&batch).expect("send while not reading");
-        }
-        w.shutdown(std::net::Shutdown::Write).expect("half-close");
-    });
+    let writer = c.send_lines_in_background(lines, true);
     // Not reading until the server says it stopped reading us.
     server.log.wait_for("paused reading");
     let mut got = 0;

@@ -131,18 +131,7 @@ impl Server {
 
     /// Waits for the server to exit.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not exit; log:\n{}",
-                self.log.text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_exit(&mut self.child, &self.log)
     }
 
     /// The server's resident memory, from /proc.
@@ -155,6 +144,22 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Waits (at most [`WAIT`]) for `child` to exit; its `log` is shown if not.
+pub fn wait_exit(child: &mut Child, log: &Log) -> ExitStatus {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "did not exit; log:\n{}",
+            log.text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -187,6 +192,27 @@ impl Client {
         stream.set_nodelay(true).expect("nodelay");
         let reader = BufReader::new(stream.try_clone().expect("clone"));
         Client { stream, reader }
+    }
+
+    /// Sends `lines` lines of `x` from another thread (so that the test
+    /// can choose when to read), then half-closes if asked.
+    pub fn send_lines_in_background(
+        &self,
+        lines: usize,
+        half_close: bool,
+    ) -> std::thread::JoinHandle<()> {
+        let mut w = self.stream.try_clone().expect("clone");
+        std::thread::spawn(move || {
+            let batch = b"x\n".repeat(10_000);
+            for _ in 0..lines / 10_000 {
+                w.write_all(&batch).expect("send lines");
+            }
+            w.write_all(&b"x\n".repeat(lines % 10_000))
+                .expect("send lines");
+            if half_close {
+                w.shutdown(Shutdown::Write).expect("half-close");
+            }
+        })
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
