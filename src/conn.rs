@@ -495,6 +495,8 @@ impl Conn {
 
             let lines_before = sh.stats.lines;
             let mut input = &sh.rbuf[..n];
+            // --proxy-protocol: the header comes first (and may take several
+            // reads); whatever follows it in `input` is lines.
             let mut outcome = None; // None: no header, or all of `input` was header
             if let Phase::Open {
                 header: Some(parser),
