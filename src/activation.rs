@@ -9,19 +9,10 @@
 use crate::net::Listener;
 use std::io;
 
-/// True when systemd passed listening sockets to this process.
-pub fn sockets_passed() -> bool {
-    let count_ok = std::env::var("LISTEN_FDS").is_ok_and(|n| n.parse::<u32>().is_ok_and(|n| n > 0));
-    // For us, not for a parent that forgot to clear its environment.
-    let pid_ok = std::env::var("LISTEN_PID").map_or(true, |pid| {
-        pid.is_empty() || pid == std::process::id().to_string()
-    });
-    count_ok && pid_ok
-}
-
 /// Takes the passed sockets (TCP or Unix stream listeners), non-blocking,
-/// and clears `LISTEN_FDS`/`LISTEN_PID`. Call once, at start, before any
-/// thread exists.
+/// and clears `LISTEN_FDS`/`LISTEN_PID`; none unless `LISTEN_PID` names
+/// this process (the crate checks). Call once, at start, before any thread
+/// exists.
 pub fn take_listeners() -> io::Result<Vec<Listener>> {
     let mut fds = listenfd::ListenFd::from_env();
     let mut listeners = Vec::with_capacity(fds.len());

@@ -9,13 +9,8 @@ use randline::{activation, config, logging, sys};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cfg = match config::from_args_or_exit_code("randline", activation::sockets_passed()) {
-        Ok(cfg) => cfg,
-        Err(code) => return code,
-    };
-
-    logging::init(logging::choose(cfg.log_format));
-    // Sockets from systemd, taken while this is the only thread.
+    // Sockets from systemd first (while this is the only thread): with
+    // them, the command line need not name anything to listen on.
     let inherited = match activation::take_listeners() {
         Ok(l) => l,
         Err(e) => {
@@ -23,6 +18,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let cfg = match config::from_args_or_exit_code("randline", !inherited.is_empty()) {
+        Ok(cfg) => cfg,
+        Err(code) => return code,
+    };
+    logging::init(logging::choose(cfg.log_format));
     let fd_limit = match sys::raise_fd_limit() {
         Ok(n) => n,
         Err(e) => {
