@@ -2,34 +2,14 @@
 
 mod common;
 
-use common::{Server, bin};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use common::{Server, bin, run_cmd};
+use std::process::{Command, Output};
 
 /// Runs randline with `args`, expecting it to exit by itself quickly.
 fn run(args: &[&str]) -> Output {
     let mut cmd = Command::new(bin());
     cmd.args(args);
     run_cmd(cmd)
-}
-
-/// Runs `cmd` to completion, within `WAIT`.
-fn run_cmd(mut cmd: Command) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start randline");
-    let deadline = Instant::now() + common::WAIT;
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{cmd:?} did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().expect("output")
 }
 
 fn stderr(out: &Output) -> String {

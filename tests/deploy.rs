@@ -141,10 +141,9 @@ fn reuse_port_lets_two_processes_share_a_port() {
 #[test]
 fn without_reuse_port_a_second_process_cannot_bind() {
     let one = Server::start(&[]);
-    let out = Command::new(common::bin())
-        .args(["--listen", &one.addr.to_string()])
-        .output()
-        .expect("run randline");
+    let mut second = Command::new(common::bin());
+    second.args(["--listen", &one.addr.to_string()]);
+    let out = common::run_cmd(second);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -366,11 +365,9 @@ fn contrib_units_pass_systemd_analyze_verify() {
         std::fs::write(&file, text).expect("write unit");
         units.push(file);
     }
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .args(&units)
-        .output()
-        .expect("systemd-analyze");
+    let mut verify = Command::new("systemd-analyze");
+    verify.arg("verify").args(&units);
+    let out = common::run_cmd(verify);
     std::fs::remove_dir_all(&dir).ok();
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && text.trim().is_empty(), "{text}");

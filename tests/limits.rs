@@ -345,12 +345,7 @@ fn a_half_closed_client_that_reads_slowly_gets_every_answer() {
     // Many lines, then EOF, then a reader that takes its time: the answers
     // owed outlive the client's EOF and the server's output cap.
     // Long answers (19 digits) so that they overflow the kernel's buffers.
-    let server = Server::start(&[
-        "--min",
-        "1000000000000000000",
-        "--max",
-        "2000000000000000000",
-    ]);
+    let server = Server::start(&common::LONG_ANSWERS);
     let mut c = server.connect();
     let lines = 2_000_000;
     let writer = c.send_lines_in_background(lines, true);

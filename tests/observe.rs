@@ -159,12 +159,7 @@ fn stats_interval_logs_on_a_clock_and_each_line_is_a_wakeup() {
 fn a_client_that_stops_reading_is_paused_and_resumed() {
     // 20-byte answers: 400,000 of them are 8 MB, far beyond what loopback
     // socket buffers hold, so the server must stop reading this client.
-    let server = Server::start(&[
-        "--min",
-        "1000000000000000000",
-        "--max",
-        "2000000000000000000",
-    ]);
+    let server = Server::start(&common::LONG_ANSWERS);
     let mut c = server.connect();
     let lines = 400_000;
     let writer = c.send_lines_in_background(lines, false);

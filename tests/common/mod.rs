@@ -147,6 +147,35 @@ impl Drop for Server {
     }
 }
 
+/// Runs `cmd` (a program with little output) to completion, within
+/// [`WAIT`]; fails the test if it does not exit by itself.
+pub fn run_cmd(mut cmd: Command) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the program");
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{cmd:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Answers of 19 digits (`--min`/`--max` flags): few lines make many bytes,
+/// enough to fill the kernel's socket buffers.
+pub const LONG_ANSWERS: [&str; 4] = [
+    "--min",
+    "1000000000000000000",
+    "--max",
+    "2000000000000000000",
+];
+
 /// Waits (at most [`WAIT`]) for `child` to exit; its `log` is shown if not.
 pub fn wait_exit(child: &mut Child, log: &Log) -> ExitStatus {
     let deadline = Instant::now() + WAIT;
