@@ -234,11 +234,6 @@ impl Conn {
         };
     }
 
-    /// Still waiting for the PROXY header.
-    pub fn awaiting_header(&self) -> bool {
-        matches!(self.phase, Phase::Open { header: Some(_) })
-    }
-
     /// The socket, for (de)registration.
     pub fn stream(&mut self) -> &mut Stream {
         &mut self.stream
@@ -284,12 +279,13 @@ impl Conn {
     /// Its deadline has passed. An idle client is closed gracefully (drive
     /// it next); one that was already closing is given up now: a lingering
     /// one has simply lingered long enough, one still flushing timed out.
-    pub fn expire(&mut self, now: Instant) -> Option<Status> {
+    pub fn expire(&mut self, now: Instant, stats: &mut Stats) -> Option<Status> {
         match self.phase {
             Phase::Open { ref header } => {
                 let why = if header.is_some() {
                     Why::NoHeader
                 } else {
+                    stats.idle_closed += 1;
                     Why::Idle
                 };
                 self.close(why, now + LINGER);

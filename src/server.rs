@@ -531,13 +531,9 @@ impl Server {
             match conn.deadline(self.idle_timeout) {
                 Some(d) if d <= now => {
                     let before = conn.deadline(self.idle_timeout);
-                    let idle = !conn.awaiting_header();
-                    match conn.expire(now) {
+                    match conn.expire(now, &mut self.shared.stats) {
                         Some(status) => self.after_drive(key, before, status),
                         None => {
-                            if idle {
-                                self.shared.stats.idle_closed += 1;
-                            }
                             debug!("deadline for {} (token {key})", conn.peer);
                             let status = conn.drive(Token(key), &mut self.shared);
                             // Its new deadline is later than the old one:
