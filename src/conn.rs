@@ -30,6 +30,7 @@
 //!   a read batch is framed; only what the kernel refuses waits in `out` for
 //!   a writable edge. Nobody re-registers interest, ever.
 
+use crate::answers::Loan;
 use crate::line::{Frame, LineFramer};
 use crate::net::{Peer, Stream};
 use crate::numbers::Numbers;
@@ -68,10 +69,9 @@ pub const ERR_BUSY: &[u8] = b"ERR server busy\n";
 /// What a connection borrows from the loop while it runs.
 pub struct Shared {
     /// Every read lands here; only the framer's small state survives it.
+    /// Only `rbuf[..n]` of a read of `n` bytes is ever looked at, so what an
+    /// earlier client's read left beyond it is never seen.
     pub rbuf: Box<[u8]>,
-    /// Answers of the current read batch, for a client with nothing pending.
-    /// Always empty between two calls of [`Conn::drive`].
-    pub scratch: Vec<u8>,
     /// The one number source.
     pub numbers: Numbers,
     /// `--max-line`.
@@ -312,18 +312,28 @@ impl Conn {
     /// Does all the I/O the connection is ready for: read and answer lines
     /// (within the budget), write answers, and move through the closing
     /// phases. Called for every event and for every "again" entry.
-    pub fn drive(&mut self, token: Token, sh: &mut Shared) -> Status {
+    ///
+    /// `answers` is the loop's shared answer buffer, lent for this call:
+    /// taken by value, it is emptied when this returns, by any path (see
+    /// [`crate::answers`]), so no answer framed here can reach another client.
+    pub fn drive(&mut self, token: Token, sh: &mut Shared, mut answers: Loan<'_>) -> Status {
+        debug_assert!(
+            answers.is_empty(),
+            "token {}: the shared answer buffer holds another client's bytes",
+            token.0
+        );
         let mut budget = READ_BUDGET;
         loop {
             let mut client_done = false;
             let io = match self.phase {
-                Phase::Open { .. } => self.read_lines(token, sh, &mut budget),
+                Phase::Open { .. } => self.read_lines(token, sh, &mut answers, &mut budget),
                 Phase::Lingering { .. } => self
                     .discard_input(token, &mut sh.rbuf, &mut sh.stats, &mut budget)
                     .map(|eof| client_done = eof),
                 Phase::Closing { .. } | Phase::Closed => Ok(()),
             };
-            let wrote = match io.and_then(|()| self.flush(token, &mut sh.scratch, &mut sh.stats)) {
+            // On an error, answers framed before it are dropped with the loan.
+            let wrote = match io.and_then(|()| self.flush(token, &mut answers, &mut sh.stats)) {
                 Ok(wrote) => wrote,
                 Err(e) => return self.finish(Some(Why::Failed(e))),
             };
@@ -421,13 +431,19 @@ impl Conn {
 
     /// Reads until `WouldBlock`, EOF, the budget, or backpressure; frames
     /// what it reads and appends one answer per complete line.
-    fn read_lines(&mut self, token: Token, sh: &mut Shared, budget: &mut usize) -> io::Result<()> {
+    fn read_lines(
+        &mut self,
+        token: Token,
+        sh: &mut Shared,
+        answers: &mut Vec<u8>,
+        budget: &mut usize,
+    ) -> io::Result<()> {
         let max_answer = sh.numbers.max_len();
         while self.readable && *budget > 0 {
-            // Answers go straight to the shared scratch buffer, unless older
+            // Answers go straight to the lent answer buffer, unless older
             // ones are still waiting: then behind them, to keep the order.
             let out = if self.out.is_empty() {
-                &mut sh.scratch
+                &mut *answers
             } else {
                 &mut self.out
             };
@@ -599,20 +615,21 @@ impl Conn {
     }
 
     /// Writes pending answers until done or `WouldBlock`; returns how many
-    /// bytes the kernel took. Leaves `scratch` empty; what the kernel did not
-    /// take is kept in `out`.
+    /// bytes the kernel took. Leaves `answers` empty (the next read batch of
+    /// this drive frames into it again); what the kernel did not take is
+    /// kept in `out`.
     fn flush(
         &mut self,
         token: Token,
-        scratch: &mut Vec<u8>,
+        answers: &mut Vec<u8>,
         stats: &mut Stats,
     ) -> io::Result<usize> {
-        if !scratch.is_empty() {
-            let written = write_some(token, &mut self.stream, scratch, &mut self.writable, stats);
+        if !answers.is_empty() {
+            let written = write_some(token, &mut self.stream, answers, &mut self.writable, stats);
             if let Ok(n) = written {
-                self.out.extend_from_slice(&scratch[n..]);
+                self.out.extend_from_slice(&answers[n..]);
             }
-            scratch.clear();
+            answers.clear();
             written
         } else if !self.out.is_empty() {
             let n = write_some(

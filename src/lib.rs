@@ -14,6 +14,7 @@
 //! | [`config`] | the command line, checked and typed | anything that binds or logs |
 //! | [`server`] | the loop, accepting, deadlines, shutdown | per-byte work |
 //! | [`conn`] | one client: read, answer, write, close phases | polling, timers |
+//! | [`answers`] | the shared answer buffer, lent per drive and always returned empty | what goes in it |
 //! | [`line`] | the line framer (pure, tested on every split) | sockets |
 //! | [`numbers`] | the random number source and its text form | framing |
 //! | [`net`] | TCP/Unix listeners and streams behind one type | policy |
@@ -33,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 pub mod activation;
+pub mod answers;
 pub mod config;
 pub mod conn;
 pub mod line;

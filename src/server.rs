@@ -19,6 +19,7 @@
 //! Listener and signal tokens sit far above any slab key. Per-connection
 //! work is in [`crate::conn`]; this file decides *when* each one runs.
 
+use crate::answers::AnswerBuf;
 use crate::config::Config;
 use crate::conn::{Conn, Shared, Status, Why};
 use crate::net::{Listener, Peer, Stream};
@@ -75,6 +76,9 @@ pub struct Server {
     signals: Signals,
     conns: Slab<Conn>,
     shared: Shared,
+    /// Lent to one connection per drive, and empty again when it returns:
+    /// the one piece of per-client data the loop keeps outside a `Conn`.
+    answers: AnswerBuf,
     /// Open clients, counted against `max_connections`. A client stops
     /// counting when it starts closing: lingering must not block a newcomer.
     clients: usize,
@@ -208,12 +212,12 @@ impl Server {
             conns: Slab::with_capacity(max_connections.min(1 << 16) + busy_slots),
             shared: Shared {
                 rbuf: vec![0; READ_BUF].into_boxed_slice(),
-                scratch: Vec::with_capacity(crate::conn::OUT_CAP + 64),
                 numbers,
                 max_line: cfg.max_line,
                 now: Instant::now(),
                 stats: Stats::default(),
             },
+            answers: AnswerBuf::with_capacity(crate::conn::OUT_CAP + 64),
             clients: 0,
             rejected: 0,
             busy_slots,
@@ -453,7 +457,7 @@ impl Server {
             return;
         }
         let before = conn.deadline(self.idle_timeout);
-        let status = conn.drive(Token(key), &mut self.shared);
+        let status = conn.drive(Token(key), &mut self.shared, self.answers.lend());
         self.after_drive(key, before, status);
     }
 
@@ -535,7 +539,8 @@ impl Server {
                         Some(status) => self.after_drive(key, before, status),
                         None => {
                             debug!("deadline for {} (token {key})", conn.peer);
-                            let status = conn.drive(Token(key), &mut self.shared);
+                            let status =
+                                conn.drive(Token(key), &mut self.shared, self.answers.lend());
                             // Its new deadline is later than the old one:
                             // arm it whatever `before` says.
                             self.after_drive(key, None, status);
@@ -629,7 +634,7 @@ impl Server {
                 }
                 let before = conn.deadline(self.idle_timeout);
                 conn.close(Why::Shutdown, deadline);
-                let status = conn.drive(Token(key), &mut self.shared);
+                let status = conn.drive(Token(key), &mut self.shared, self.answers.lend());
                 self.after_drive(key, before, status);
             }
         }
