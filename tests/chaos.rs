@@ -13,21 +13,6 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The chaos binary, built beside the server (`cargo test` builds
-/// examples; a filtered `cargo test --test chaos` may not have).
-fn chaos_bin() -> std::path::PathBuf {
-    let server = std::path::Path::new(common::bin());
-    let bin = server.with_file_name("examples").join("chaos");
-    if !bin.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--example", "chaos"])
-            .status()
-            .expect("run cargo build --example chaos");
-        assert!(status.success(), "cannot build the chaos client");
-    }
-    bin
-}
-
 #[test]
 fn chaos_clients_in_every_mode_keep_every_invariant() {
     let seed = std::env::var("CHAOS_SEED").unwrap_or_else(|_| {
@@ -40,7 +25,7 @@ fn chaos_clients_in_every_mode_keep_every_invariant() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(15);
-    let mut child = Command::new(chaos_bin())
+    let mut child = Command::new(common::chaos_bin())
         .args(["--server", common::bin(), "--mode", "all"])
         .args(["--seed", &seed, "--seconds", &seconds.to_string()])
         .stdin(Stdio::null())

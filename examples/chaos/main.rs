@@ -9,6 +9,11 @@
 //! cargo run --example chaos -- --seed 7 --mode proxy --only 3:17   # one client
 //! ```
 //!
+//! Other flags: `--clients N` at once per round (48), `--seconds S` per mode
+//! (10), `--listen ADDR` for the server, `--extra "FLAGS"` more server
+//! flags, `--wrap "CMD"` a command to start the server under (such as
+//! `ip netns exec NS`: scripts/lossy-link).
+//!
 //! Behaviours (plan.rs): lines split at every size down to 1 byte, deep
 //! pipelining, CRLF and whitespace variants, STOP look-alikes, NUL and
 //! invalid UTF-8, lines under/at/over `--max-line`, STOP with trailing bytes,
@@ -70,6 +75,8 @@ struct Args {
     seconds: u64,
     clients: u64,
     listen: String,
+    /// More server flags (`--extra "--idle-timeout 10"`).
+    extra: Vec<String>,
     only: Option<(u64, u64)>,
 }
 
@@ -163,6 +170,7 @@ fn server_args(
         ]),
         _ => {}
     }
+    a.extend(args.extra.iter().cloned());
     (a, (min, max), max_line)
 }
 
@@ -224,8 +232,11 @@ fn run_mode(args: &Args, mode: Mode) -> Result<(), String> {
         while server.fds() != fd_baseline {
             if Instant::now() > settle_until {
                 return Err(format!(
-                    "round {round}: {} descriptors open {SETTLE:?} after the round, {fd_baseline} before it",
-                    server.fds()
+                    "round {round}: {} descriptors open {SETTLE:?} after the round, {fd_baseline} before it\n\
+                     TCP sockets (/proc/net/tcp):\n{}\nserver log, last lines:\n{}",
+                    server.fds(),
+                    server.tcp_sockets(),
+                    server.tail(20)
                 ));
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -359,6 +370,7 @@ fn parse_args() -> Result<Args, String> {
         seconds: 10,
         clients: 48,
         listen: "127.0.0.1:0".into(),
+        extra: Vec::new(),
         only: None,
     };
     let mut it = std::env::args().skip(1);
@@ -372,6 +384,7 @@ fn parse_args() -> Result<Args, String> {
             "--server" => a.server = value()?,
             "--wrap" => a.wrap = value()?.split_whitespace().map(String::from).collect(),
             "--listen" => a.listen = value()?,
+            "--extra" => a.extra = value()?.split_whitespace().map(String::from).collect(),
             "--seed" => a.seed = number(value()?)?,
             "--seconds" => a.seconds = number(value()?)?.min(24 * 3600),
             "--clients" => a.clients = number(value()?)?.clamp(1, 2000),

@@ -139,6 +139,19 @@ impl Server {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |d| d.count())
     }
 
+    /// The TCP sockets of the server's network namespace, as the kernel
+    /// lists them (state, queues, timers): what a leaked descriptor is.
+    pub fn tcp_sockets(&self) -> String {
+        let table =
+            std::fs::read_to_string(format!("/proc/{}/net/tcp", self.pid())).unwrap_or_default();
+        // State 0A is LISTEN: not interesting.
+        table
+            .lines()
+            .filter(|l| l.split_whitespace().nth(3) != Some("0A"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Resident memory in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
         let status =

@@ -20,6 +20,22 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_randline")
 }
 
+/// The chaos client (examples/chaos/), built beside the server: `cargo
+/// test` builds examples, but a filtered `cargo test --test NAME` may not.
+pub fn chaos_bin() -> std::path::PathBuf {
+    let bin = std::path::Path::new(bin())
+        .with_file_name("examples")
+        .join("chaos");
+    if !bin.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--example", "chaos"])
+            .status()
+            .expect("run cargo build --example chaos");
+        assert!(status.success(), "cannot build the chaos client");
+    }
+    bin
+}
+
 /// Log lines the server has written to stderr so far.
 #[derive(Clone, Default)]
 pub struct Log(Arc<(Mutex<Vec<String>>, Condvar)>);
