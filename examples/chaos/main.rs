@@ -56,7 +56,7 @@ use std::time::{Duration, Instant};
 /// How much RSS may grow past the first round's, in KiB. The loop's own
 /// buffers are allocated at start; what remains is per-client output (at
 /// most 64 KiB each while a client is slow) and the allocator's caching.
-const RSS_TOLERANCE_KIB: u64 = 8 * 1024;
+const RSS_TOLERANCE_KIB: u64 = 4 * 1024;
 /// After a round, how long descriptors may take to come back: closing
 /// clients linger at most 2 s, and a flush gives up after 10 s.
 const SETTLE: Duration = Duration::from_secs(15);
