@@ -157,6 +157,7 @@ fn parse_v2(b: &[u8]) -> Result<Header, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn v2(cmd: u8, fam: u8, addr: &[u8]) -> Vec<u8> {
         let mut h = V2_SIGNATURE.to_vec();
@@ -277,5 +278,183 @@ mod tests {
             HeaderParser::new().advance(&v2(0x21, 0x11, &[0; 4])).1,
             Some(Err(_))
         ));
+    }
+
+    fn ports() -> impl Strategy<Value = (u16, u16)> {
+        (any::<u16>(), any::<u16>())
+    }
+
+    /// v2 TLVs (type, 16-bit length, value): present, and skipped.
+    fn tlvs() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(
+            (any::<u8>(), prop::collection::vec(any::<u8>(), 0..32)),
+            0..4,
+        )
+        .prop_map(|tlvs| {
+            let mut out = Vec::new();
+            for (kind, value) in tlvs {
+                out.push(kind);
+                out.extend_from_slice(&(value.len() as u16).to_be_bytes());
+                out.extend_from_slice(&value);
+            }
+            out
+        })
+    }
+
+    /// A header the PROXY protocol specification calls valid, and the
+    /// outcome it must give.
+    fn valid_header() -> impl Strategy<Value = (Vec<u8>, Header)> {
+        prop_oneof![
+            (any::<Ipv4Addr>(), any::<Ipv4Addr>(), ports()).prop_map(|(s, d, (sp, dp))| (
+                format!("PROXY TCP4 {s} {d} {sp} {dp}\r\n").into_bytes(),
+                Header::Client(SocketAddr::new(s.into(), sp)),
+            )),
+            (any::<Ipv6Addr>(), any::<Ipv6Addr>(), ports()).prop_map(|(s, d, (sp, dp))| (
+                format!("PROXY TCP6 {s} {d} {sp} {dp}\r\n").into_bytes(),
+                Header::Client(SocketAddr::new(s.into(), sp)),
+            )),
+            // UNKNOWN, then anything (printable) up to the 107-byte limit.
+            prop::collection::vec(0x20u8..0x7f, 0..=91).prop_map(|rest| {
+                let mut h = b"PROXY UNKNOWN".to_vec();
+                if !rest.is_empty() {
+                    h.push(b' ');
+                    h.extend_from_slice(&rest);
+                }
+                h.extend_from_slice(b"\r\n");
+                (h, Header::Local)
+            }),
+            (any::<[u8; 4]>(), any::<[u8; 4]>(), ports(), tlvs()).prop_map(
+                |(s, d, (sp, dp), tlvs)| {
+                    let block = [&s[..], &d, &sp.to_be_bytes(), &dp.to_be_bytes(), &tlvs].concat();
+                    let client = SocketAddr::new(Ipv4Addr::from(s).into(), sp);
+                    (v2(0x21, 0x11, &block), Header::Client(client))
+                }
+            ),
+            (any::<[u8; 16]>(), any::<[u8; 16]>(), ports(), tlvs()).prop_map(
+                |(s, d, (sp, dp), tlvs)| {
+                    let block = [&s[..], &d, &sp.to_be_bytes(), &dp.to_be_bytes(), &tlvs].concat();
+                    let client = SocketAddr::new(Ipv6Addr::from(s).into(), sp);
+                    (v2(0x21, 0x21, &block), Header::Client(client))
+                }
+            ),
+            // PROXY over UNSPEC (no address), or UDP: no TCP client.
+            (
+                prop::sample::select(&[(0x00u8, 0usize), (0x12, 12), (0x22, 36)][..]),
+                tlvs()
+            )
+                .prop_map(|((fam, len), tlvs)| {
+                    let block = [vec![7; len], tlvs].concat();
+                    (v2(0x21, fam, &block), Header::Local)
+                }),
+            // LOCAL: family and block ignored, up to the largest header.
+            (
+                any::<u8>(),
+                prop::collection::vec(any::<u8>(), 0..=MAX_HEADER - 16)
+            )
+                .prop_map(|(fam, block)| (v2(0x20, fam, &block), Header::Local)),
+        ]
+    }
+
+    /// Bytes that are mostly not a header: anything, or a v1 or v2 start
+    /// followed by bytes that often look like the rest of one.
+    fn garbage() -> impl Strategy<Value = Vec<u8>> {
+        let v1_bytes: &[u8] = b"PROXY TCP46UNKOWN0123456789abcdef.:[] \r\n\xff";
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..700),
+            prop::collection::vec(prop::sample::select(v1_bytes), 0..150).prop_map(|rest| [
+                b"PROXY ".to_vec(),
+                rest
+            ]
+            .concat()),
+            (
+                0..=V2_SIGNATURE.len(),
+                prop::collection::vec(any::<u8>(), 0..700)
+            )
+                .prop_map(|(n, rest)| [&V2_SIGNATURE[..n], &rest].concat()),
+            (
+                any::<u8>(),
+                any::<u8>(),
+                0u16..600,
+                prop::collection::vec(any::<u8>(), 0..700)
+            )
+                .prop_map(|(cmd, fam, len, rest)| {
+                    let mut h = V2_SIGNATURE.to_vec();
+                    h.extend_from_slice(&[cmd, fam]);
+                    h.extend_from_slice(&len.to_be_bytes());
+                    h.extend_from_slice(&rest);
+                    h
+                }),
+        ]
+    }
+
+    /// Feeds `input` to one parser in reads cut at `cuts`, until it decides.
+    /// Returns the outcome and the bytes it left for the line framer.
+    fn feed_cut(
+        input: &[u8],
+        cuts: &[prop::sample::Index],
+    ) -> (Option<Result<Header, &'static str>>, Vec<u8>) {
+        let mut ends: Vec<usize> = cuts.iter().map(|c| c.index(input.len() + 1)).collect();
+        ends.push(input.len());
+        ends.sort_unstable();
+        let mut parser = HeaderParser::new();
+        let mut start = 0;
+        for end in ends {
+            let (used, outcome) = parser.advance(&input[start..end]);
+            assert!(used <= end - start, "used {used} of {}", end - start);
+            if outcome.is_some() {
+                return (outcome, input[start + used..].to_vec());
+            }
+            assert_eq!(used, end - start, "undecided, yet bytes were left");
+            start = end;
+        }
+        (None, Vec::new())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// A valid header, then any bytes, cut anywhere: the header's
+        /// outcome, and every byte after it left for the lines.
+        #[test]
+        fn valid_headers_leave_what_follows(
+            (header, want) in valid_header(),
+            after in prop::collection::vec(any::<u8>(), 0..64),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+        ) {
+            let input = [header.as_slice(), &after].concat();
+            let (outcome, left) = feed_cut(&input, &cuts);
+            prop_assert_eq!(outcome, Some(Ok(want)));
+            prop_assert_eq!(left, after);
+        }
+
+        /// Garbage never panics; cut anywhere it gives what it gives whole;
+        /// it is refused, or asks for more, within the header's bounds: 107
+        /// bytes for v1, 16 + its length field (at most 536) for v2.
+        #[test]
+        fn garbage_is_decided_within_bounds(
+            input in garbage(),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+        ) {
+            let (outcome, left) = feed_cut(&input, &cuts);
+            let whole = feed_cut(&input, &[]);
+            prop_assert_eq!((&outcome, &left), (&whole.0, &whole.1));
+            let used = input.len() - left.len();
+            // The byte by which it must have decided.
+            let bound = match input.first() {
+                None => 1,
+                Some(b'P') => V1_MAX,
+                Some(b'\r') if !input.starts_with(V2_SIGNATURE) => V2_SIGNATURE.len(),
+                Some(b'\r') if input.len() < 16 => 16,
+                Some(b'\r') => {
+                    let total = 16 + usize::from(u16::from_be_bytes([input[14], input[15]]));
+                    if total > MAX_HEADER { 16 } else { total }
+                }
+                Some(_) => 1,
+            };
+            match outcome {
+                None => prop_assert!(input.len() < bound, "undecided after {}", input.len()),
+                Some(_) => prop_assert!((1..=bound).contains(&used), "decided after {used}"),
+            }
+        }
     }
 }
