@@ -19,6 +19,15 @@ pub const DEFAULT_MAX: i64 = 99;
 pub const DEFAULT_MAX_LINE: usize = 8192;
 /// Default `--shutdown-timeout`, in seconds.
 pub const DEFAULT_SHUTDOWN_SECS: u64 = 5;
+/// Default `--tcp-keepalive`, in seconds: Redis's default. A dead idle peer
+/// is dropped within about twice this (see [`crate::net::ClientSockets`]).
+pub const DEFAULT_KEEPALIVE_SECS: u64 = 300;
+/// Default `--output-budget`: answers waiting for slow clients, all clients
+/// together. A quarter of a 64 MiB host; each client holds at most 64 KiB.
+pub const DEFAULT_OUTPUT_BUDGET: usize = 16 << 20;
+/// Default `--output-timeout`, in seconds: how long a client may keep its
+/// answers backed up without taking any of them.
+pub const DEFAULT_OUTPUT_TIMEOUT_SECS: u64 = 60;
 
 /// Everything the server needs to know, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,8 +46,20 @@ pub struct Config {
     pub max_connections: Option<usize>,
     /// Longest line, in bytes before `\n`; `None` means no limit.
     pub max_line: Option<usize>,
-    /// Close clients silent for this long; `None` means never.
+    /// Close clients inactive for this long (no complete line received, no
+    /// answer bytes taken); `None` means never.
     pub idle_timeout: Option<Duration>,
+    /// TCP keepalive idle time (the probes follow it); `None`: off.
+    pub tcp_keepalive: Option<Duration>,
+    /// `--max-connections-per-ip`: `None` means the default, derived from
+    /// `--max-connections` at start; `Some(0)`: no limit.
+    pub max_per_ip: Option<usize>,
+    /// Pending answers of all clients together, in bytes, past which
+    /// clients with pending answers are not read from.
+    pub output_budget: usize,
+    /// Close a client whose answers stay backed up this long without it
+    /// taking any; `None`: never.
+    pub output_timeout: Option<Duration>,
     /// How long SIGTERM/SIGINT waits for clients to drain.
     pub shutdown_timeout: Duration,
     /// Log the counters this often; `None` means only on SIGUSR1 and at exit.
@@ -62,6 +83,8 @@ pub enum LogFormat {
 
 /// What the command line asked for.
 #[derive(Debug)]
+// Made once per run: boxing the big variant would save nothing that matters.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the server.
     Serve(Config),
@@ -125,7 +148,21 @@ usage: randline [OPTIONS] [PORT]
       --max-line BYTES      longest line before '\\n'; longer gets
                             'ERR line too long' and is closed; 0 = no limit
                             (default 8192)
-      --idle-timeout SECS   close clients silent this long; 0 = never (default 0)
+      --idle-timeout SECS   close clients inactive this long (no complete line
+                            received, no answer taken); 0 = never (default 0)
+      --tcp-keepalive SECS  probe a TCP client idle this long; a dead peer is
+                            dropped within about twice this, also while answers
+                            wait unacknowledged; 0 = off (default 300)
+      --max-connections-per-ip N
+                            one more client from the same address (IPv6: the
+                            same /64) gets 'ERR too many connections from your
+                            address'; 0 = no limit (default: max-connections / 16,
+                            at least 64)
+      --output-budget BYTES answers waiting for slow clients, all together: past
+                            it, clients with answers waiting are not read from
+                            until theirs drain; K, M, G suffixes (default 16M)
+      --output-timeout SECS close a client whose answers stay backed up this long
+                            without it taking any; 0 = never (default 60)
       --shutdown-timeout SECS
                             on SIGTERM/SIGINT, wait this long for clients to
                             drain before cutting them (default 5)
@@ -179,6 +216,10 @@ impl Config {
             max_connections: None,
             max_line: Some(DEFAULT_MAX_LINE),
             idle_timeout: None,
+            tcp_keepalive: Some(Duration::from_secs(DEFAULT_KEEPALIVE_SECS)),
+            max_per_ip: None,
+            output_budget: DEFAULT_OUTPUT_BUDGET,
+            output_timeout: Some(Duration::from_secs(DEFAULT_OUTPUT_TIMEOUT_SECS)),
             shutdown_timeout: Duration::from_secs(DEFAULT_SHUTDOWN_SECS),
             stats_interval: None,
             reuse_port: false,
@@ -219,6 +260,32 @@ impl Config {
                 Long("idle-timeout") => {
                     let d = seconds(&mut parser, "--idle-timeout")?;
                     cfg.idle_timeout = (!d.is_zero()).then_some(d);
+                }
+                Long("tcp-keepalive") => {
+                    let d = seconds(&mut parser, "--tcp-keepalive")?;
+                    // The kernel takes at most 32767 s (TCP_KEEPIDLE).
+                    if d.as_secs() > 32767 {
+                        let v = d.as_secs().to_string();
+                        return Err(invalid("--tcp-keepalive", &v, "at most 32767"));
+                    }
+                    cfg.tcp_keepalive = (!d.is_zero()).then_some(d);
+                }
+                Long("max-connections-per-ip") => {
+                    cfg.max_per_ip = Some(number(&mut parser, "--max-connections-per-ip")?);
+                }
+                Long("output-budget") => {
+                    let v = string_value(&mut parser, "--output-budget")?;
+                    cfg.output_budget = parse_bytes(&v).ok_or_else(|| {
+                        invalid(
+                            "--output-budget",
+                            &v,
+                            "expected bytes, e.g. 65536, 64K, 16M, 1G",
+                        )
+                    })?;
+                }
+                Long("output-timeout") => {
+                    let d = seconds(&mut parser, "--output-timeout")?;
+                    cfg.output_timeout = (!d.is_zero()).then_some(d);
                 }
                 Long("shutdown-timeout") => {
                     cfg.shutdown_timeout = seconds(&mut parser, "--shutdown-timeout")?;
@@ -336,6 +403,21 @@ fn seconds(parser: &mut lexopt::Parser, flag: &str) -> Result<Duration, CliError
         return Err(invalid(flag, &n.to_string(), "more than a century"));
     }
     Ok(Duration::from_secs(n))
+}
+
+/// `65536`, `64K`, `16M`, `1G` (binary multiples); none of it may overflow.
+fn parse_bytes(v: &str) -> Option<usize> {
+    let (digits, shift) = match v.as_bytes().last()? {
+        b'K' | b'k' => (&v[..v.len() - 1], 10),
+        b'M' | b'm' => (&v[..v.len() - 1], 20),
+        b'G' | b'g' => (&v[..v.len() - 1], 30),
+        _ => (v, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: usize = digits.parse().ok()?;
+    n.checked_mul(1 << shift)
 }
 
 fn parse_port(v: &str) -> Result<u16, CliError> {
@@ -463,6 +545,39 @@ mod tests {
             Config::parse_with(["--seed", "3"], true),
             Ok(Command::Serve(_))
         ));
+    }
+
+    #[test]
+    fn limit_flags() {
+        let c = serve(&["1"]);
+        assert_eq!(c.tcp_keepalive, Some(Duration::from_secs(300)));
+        assert_eq!(c.max_per_ip, None);
+        assert_eq!(c.output_budget, 16 << 20);
+        assert_eq!(c.output_timeout, Some(Duration::from_secs(60)));
+        let c = serve(&[
+            "--tcp-keepalive",
+            "0",
+            "--max-connections-per-ip",
+            "0",
+            "--output-budget",
+            "64K",
+            "--output-timeout",
+            "0",
+            "1",
+        ]);
+        assert_eq!(c.tcp_keepalive, None);
+        assert_eq!(c.max_per_ip, Some(0));
+        assert_eq!(c.output_budget, 64 << 10);
+        assert_eq!(c.output_timeout, None);
+        assert_eq!(serve(&["--output-budget", "1000", "1"]).output_budget, 1000);
+        assert_eq!(
+            serve(&["--output-budget", "2g", "1"]).output_budget,
+            2 << 30
+        );
+        for bad in ["", "M", "1.5M", "-1", "16MB", "99999999999999999999G"] {
+            assert!(error(&["--output-budget", bad, "1"]).contains(&format!("'{bad}'")));
+        }
+        assert!(error(&["--tcp-keepalive", "40000", "1"]).contains("'40000'"));
     }
 
     #[test]

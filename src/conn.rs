@@ -34,6 +34,7 @@ use crate::answers::Loan;
 use crate::line::{Frame, LineFramer};
 use crate::net::{Peer, Stream};
 use crate::numbers::Numbers;
+use crate::per_ip::PerAddress;
 use crate::proxy::{Header, HeaderParser};
 use crate::stats::Stats;
 use log::{debug, info, trace};
@@ -65,6 +66,19 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const ERR_TOO_LONG: &[u8] = b"ERR line too long\n";
 /// Sent to one client too many, before a lingering close.
 pub const ERR_BUSY: &[u8] = b"ERR server busy\n";
+/// Sent to one client too many from the same address, before a lingering close.
+pub const ERR_TOO_MANY: &[u8] = b"ERR too many connections from your address\n";
+
+/// The time limits a connection's deadline depends on (the command line's).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timeouts {
+    /// `--idle-timeout`: no activity (a complete line received, answer
+    /// bytes taken) for this long closes the client gracefully.
+    pub idle: Option<Duration>,
+    /// `--output-timeout`: answers waiting and none taken for this long
+    /// closes the client at once.
+    pub output: Option<Duration>,
+}
 
 /// What a connection borrows from the loop while it runs.
 pub struct Shared {
@@ -80,6 +94,23 @@ pub struct Shared {
     pub now: Instant,
     /// The loop's counters; a connection bumps the per-byte ones.
     pub stats: Stats,
+    /// Connections per client address; a connection is counted here after
+    /// its PROXY header names its client (the loop counts the others).
+    pub per_ip: PerAddress,
+    /// Answers waiting in every connection's `out`, all together. Kept by
+    /// [`Conn::drive`] (what a drive changes) and by the loop (a
+    /// connection's `out` enters it at accept and leaves it when freed).
+    pub pending_out: usize,
+    /// `--output-budget`: past it, a client with answers waiting is not
+    /// read from until they drain.
+    pub output_budget: usize,
+}
+
+impl Shared {
+    /// True while pending answers are over `--output-budget`.
+    fn over_budget(&self) -> bool {
+        self.pending_out > self.output_budget
+    }
 }
 
 /// Why a connection ended, for the debug log.
@@ -93,6 +124,10 @@ pub enum Why {
     TooLong,
     /// Rejected at accept: `--max-connections` reached.
     Busy,
+    /// Rejected: `--max-connections-per-ip` reached for its address.
+    TooMany,
+    /// Its answers stayed backed up, none taken, for `--output-timeout`.
+    OutputTimeout,
     /// The server is shutting down.
     Shutdown,
     /// Nothing received for `--idle-timeout`.
@@ -116,6 +151,8 @@ impl fmt::Display for Why {
             Why::Stop => f.write_str("STOP"),
             Why::TooLong => f.write_str("line too long"),
             Why::Busy => f.write_str("server busy"),
+            Why::TooMany => f.write_str("too many connections from its address"),
+            Why::OutputTimeout => f.write_str("answers backed up, none taken (output timeout)"),
             Why::Shutdown => f.write_str("shutdown"),
             Why::Idle => f.write_str("idle timeout"),
             Why::Timeout => f.write_str("timed out while closing"),
@@ -172,15 +209,19 @@ pub struct Conn {
     /// An event said the client's FIN has arrived: read on to EOF, even
     /// after a short read (see `read_lines`).
     read_closed: bool,
-    /// In phase `Open`: when input last arrived (for `--idle-timeout`).
+    /// In phase `Open`: the client's last activity (a complete line
+    /// received, answer bytes taken), for `--idle-timeout` and
+    /// `--output-timeout`; with a PROXY header still to come, the accept.
     /// In the closing phases: when to give up on the client.
     clock: Instant,
     /// Already in the loop's "drive again" list.
     pub queued: bool,
     /// Counts against `--max-connections`: open, and not a rejected client.
     pub counted: bool,
-    /// A client turned away with `ERR server busy`.
+    /// A client turned away (`ERR server busy`, `ERR too many ...`).
     pub rejected: bool,
+    /// Counted in [`Shared::per_ip`] under its peer's address.
+    pub ip_counted: bool,
     /// The client sent urgent (out-of-band) data: a short read may then
     /// stop at the urgent mark with more queued, so read to `WouldBlock`.
     urgent: bool,
@@ -209,18 +250,26 @@ impl Conn {
             queued: false,
             counted: true,
             rejected: false,
+            ip_counted: false,
             urgent: false,
             paused: false,
             serial,
         }
     }
 
-    /// A client over `--max-connections`: it gets [`ERR_BUSY`], then a
-    /// lingering close.
-    pub fn busy(stream: Stream, peer: Peer, serial: u64, now: Instant) -> Self {
+    /// A client turned away at accept (`why`: [`Why::Busy`] or
+    /// [`Why::TooMany`]): it gets `message`, then a lingering close.
+    pub fn refused(
+        stream: Stream,
+        peer: Peer,
+        serial: u64,
+        now: Instant,
+        message: &[u8],
+        why: Why,
+    ) -> Self {
         let mut c = Conn::new(stream, peer, serial, now);
-        c.out.extend_from_slice(ERR_BUSY);
-        c.close(Why::Busy, now + FLUSH_TIMEOUT);
+        c.out.extend_from_slice(message);
+        c.close(why, now + FLUSH_TIMEOUT);
         c.counted = false;
         c.rejected = true;
         c
@@ -266,11 +315,26 @@ impl Conn {
         matches!(self.phase, Phase::Closed)
     }
 
+    /// Answers waiting in this connection (counted in [`Shared::pending_out`]).
+    pub fn pending(&self) -> usize {
+        self.out.len()
+    }
+
     /// When this connection next needs the loop's attention without an event.
-    pub fn deadline(&self, idle: Option<Duration>) -> Option<Instant> {
+    pub fn deadline(&self, t: Timeouts) -> Option<Instant> {
         match self.phase {
             Phase::Open { header: Some(_) } => Some(self.clock + HEADER_TIMEOUT),
-            Phase::Open { header: None } => idle.map(|d| self.clock + d),
+            Phase::Open { header: None } => {
+                let idle = t.idle.map(|d| self.clock + d);
+                let output = t
+                    .output
+                    .filter(|_| !self.out.is_empty())
+                    .map(|d| self.clock + d);
+                match (idle, output) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
             Phase::Closing { .. } | Phase::Lingering { .. } => Some(self.clock),
             Phase::Closed => None,
         }
@@ -279,8 +343,16 @@ impl Conn {
     /// Its deadline has passed. An idle client is closed gracefully (drive
     /// it next); one that was already closing is given up now: a lingering
     /// one has simply lingered long enough, one still flushing timed out.
-    pub fn expire(&mut self, now: Instant, stats: &mut Stats) -> Option<Status> {
+    /// A client whose answers are stuck (`--output-timeout`) is closed at
+    /// once: it is not reading, so a graceful close would only wait.
+    pub fn expire(&mut self, now: Instant, t: Timeouts, stats: &mut Stats) -> Option<Status> {
         match self.phase {
+            Phase::Open { header: None }
+                if !self.out.is_empty() && t.output.is_some_and(|d| self.clock + d <= now) =>
+            {
+                stats.output_closed += 1;
+                Some(self.finish(Some(Why::OutputTimeout)))
+            }
             Phase::Open { ref header } => {
                 let why = if header.is_some() {
                     Why::NoHeader
@@ -316,12 +388,20 @@ impl Conn {
     /// `answers` is the loop's shared answer buffer, lent for this call:
     /// taken by value, it is emptied when this returns, by any path (see
     /// [`crate::answers`]), so no answer framed here can reach another client.
-    pub fn drive(&mut self, token: Token, sh: &mut Shared, mut answers: Loan<'_>) -> Status {
+    pub fn drive(&mut self, token: Token, sh: &mut Shared, answers: Loan<'_>) -> Status {
         debug_assert!(
             answers.is_empty(),
             "token {}: the shared answer buffer holds another client's bytes",
             token.0
         );
+        // Whatever path the drive takes, the total follows this `out`.
+        let before = self.out.len();
+        let status = self.drive_io(token, sh, answers);
+        sh.pending_out = sh.pending_out - before + self.out.len();
+        status
+    }
+
+    fn drive_io(&mut self, token: Token, sh: &mut Shared, mut answers: Loan<'_>) -> Status {
         let mut budget = READ_BUDGET;
         loop {
             let mut client_done = false;
@@ -337,12 +417,18 @@ impl Conn {
                 Ok(wrote) => wrote,
                 Err(e) => return self.finish(Some(Why::Failed(e))),
             };
-            self.note_backpressure(token, &mut sh.stats);
-            if wrote > 0 && matches!(self.phase, Phase::Closing { .. }) {
-                // A slow reader that is still reading is not cut off: the
-                // flush deadline counts from its latest progress. (Shutdown
-                // has its own, absolute, grace period in the loop.)
-                self.clock = self.clock.max(sh.now + FLUSH_TIMEOUT);
+            let gated = self.gated(sh);
+            self.note_backpressure(token, gated, &mut sh.stats);
+            if wrote > 0 {
+                match self.phase {
+                    // Answer bytes taken: activity (the client is reading).
+                    Phase::Open { header: None } => self.clock = sh.now,
+                    // A slow reader that is still reading is not cut off:
+                    // the flush deadline counts from its latest progress.
+                    // (Shutdown has its own, absolute, grace period.)
+                    Phase::Closing { .. } => self.clock = self.clock.max(sh.now + FLUSH_TIMEOUT),
+                    _ => {}
+                }
             }
             if client_done {
                 return self.finish(None);
@@ -371,7 +457,7 @@ impl Conn {
 
             // Go round again only if reading stopped for backpressure and
             // the write just made room: no event would come to resume it.
-            if !(self.reads() && self.readable && budget > 0 && self.out.len() <= OUT_LOW) {
+            if !(self.reads() && self.readable && budget > 0 && !self.gated(sh)) {
                 break;
             }
         }
@@ -393,17 +479,23 @@ impl Conn {
         Status::Closed(failure.unwrap_or(planned))
     }
 
-    /// Backpressure: answers the kernel refused are piling up, so reading
-    /// stops (`read_lines` will not read past [`OUT_LOW`] pending) until a
-    /// writable event drains them. Only traced and counted here; the rule
-    /// itself is the `out.len() > OUT_LOW` check in `read_lines`.
-    fn note_backpressure(&mut self, token: Token, stats: &mut Stats) {
+    /// Backpressure: not read from while its answers back up, past
+    /// [`OUT_LOW`] of its own, or at all while every client's together are
+    /// over `--output-budget`. Only what a writable event draining `out`
+    /// resumes (no list of paused clients to revisit: a client with answers
+    /// waiting gets that event when it reads them).
+    fn gated(&self, sh: &Shared) -> bool {
+        self.out.len() > OUT_LOW || (!self.out.is_empty() && sh.over_budget())
+    }
+
+    /// Traces and counts backpressure pauses; the rule itself is
+    /// [`Conn::gated`], checked in `read_lines`.
+    fn note_backpressure(&mut self, token: Token, backed_up: bool, stats: &mut Stats) {
         if !self.is_open() {
             // Closing: no more reading either way.
             self.paused = false;
             return;
         }
-        let backed_up = self.out.len() > OUT_LOW;
         if backed_up == self.paused {
             return;
         }
@@ -440,6 +532,7 @@ impl Conn {
     ) -> io::Result<()> {
         let max_answer = sh.numbers.max_len();
         while self.readable && *budget > 0 {
+            let over_budget = !self.out.is_empty() && sh.over_budget();
             // Answers go straight to the lent answer buffer, unless older
             // ones are still waiting: then behind them, to keep the order.
             let out = if self.out.is_empty() {
@@ -447,9 +540,9 @@ impl Conn {
             } else {
                 &mut self.out
             };
-            if out.len() > OUT_LOW {
+            if out.len() > OUT_LOW || over_budget {
                 // Write these before reading more (`drive` comes back here
-                // if the kernel takes them; see `note_backpressure` if not).
+                // if the kernel takes them; see `gated` if not).
                 return Ok(());
             }
             if !out.is_empty() && out.capacity() < OUT_CAP + OUT_SLACK {
@@ -487,10 +580,6 @@ impl Conn {
             };
             *budget -= n;
             sh.stats.bytes_in += n as u64;
-            // The idle clock; a PROXY header's deadline counts from accept.
-            if !matches!(self.phase, Phase::Open { header: Some(_) }) {
-                self.clock = sh.now;
-            }
             // A short read emptied the socket: on Linux (epoll) a read that
             // returns less than asked took everything queued, and any byte
             // that arrives later raises a new edge. So skip the read that
@@ -524,6 +613,20 @@ impl Conn {
                     self.phase = Phase::Open { header: None };
                     self.clock = sh.now;
                     on_header(token, &mut self.peer, header);
+                    // Counted under the client the header names.
+                    if let Peer::Tcp(addr) = self.peer {
+                        if !sh.per_ip.admit(addr.ip()) {
+                            sh.stats.rejected_per_ip += 1;
+                            debug!(
+                                "refused {}: too many connections from its address",
+                                self.peer
+                            );
+                            out.extend_from_slice(ERR_TOO_MANY);
+                            self.close(Why::TooMany, sh.now + FLUSH_TIMEOUT);
+                            return Ok(());
+                        }
+                        self.ip_counted = true;
+                    }
                 }
                 Some(Err(why)) => {
                     // Never answered: whatever this is, it is not ours.
@@ -558,6 +661,11 @@ impl Conn {
                         break;
                     }
                 }
+            }
+            if sh.stats.lines > lines_before {
+                // A complete line is activity; bytes that end no line are
+                // not, so a client dripping them cannot hold its slot.
+                self.clock = sh.now;
             }
             trace!(
                 "token {}: answered {}{}",

@@ -18,6 +18,7 @@
 //! | [`line`] | the line framer (pure, tested on every split) | sockets |
 //! | [`numbers`] | the random number source and its text form | framing |
 //! | [`net`] | TCP/Unix listeners and streams behind one type | policy |
+//! | [`per_ip`] | connections per client address (`--max-connections-per-ip`) | what to do past the limit |
 //! | [`timers`] | the deadline heap (idle, closing) | what a deadline means |
 //! | [`proxy`] | the PROXY protocol header parser (pure, tested on every split) | sockets |
 //! | [`activation`] | sockets passed by systemd (`LISTEN_FDS`) | binding |
@@ -41,6 +42,7 @@ pub mod line;
 pub mod logging;
 pub mod net;
 pub mod numbers;
+pub mod per_ip;
 pub mod proxy;
 pub mod server;
 pub mod stats;

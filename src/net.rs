@@ -8,16 +8,64 @@
 use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
-use socket2::{Domain, Socket, Type};
+use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Connections the kernel may hold complete but not yet accepted (Linux
 /// caps it at `net.core.somaxconn`, 4096 by default). std's 128 is too few
 /// when thousands of clients connect at once, or while descriptors are out.
 pub const BACKLOG: i32 = 1024;
+
+/// Each client socket's kernel receive buffer (`SO_RCVBUF`; Linux doubles
+/// the value for its bookkeeping, and no longer autotunes it, which could
+/// grow it to `tcp_rmem`'s maximum, 32 MiB here). A client that sends
+/// without reading its answers is not read from (backpressure), so this is
+/// what it can make the kernel hold for it on the way in. 32 KiB is a
+/// window that still keeps a pipelining client at full speed on a LAN.
+pub const RECV_BUF: usize = 32 * 1024;
+/// `TCP_NOTSENT_LOWAT`: the kernel takes more answers only while less than
+/// this waits unsent in the socket; more stays in the connection's own
+/// (capped) `out`. Without it, the send buffer autotunes to `tcp_wmem`'s
+/// maximum (4 MiB here) and a client that never reads pins that much.
+/// Data in flight is not counted: a reading client's throughput is not cut.
+pub const NOTSENT_LOWAT: u32 = 16 * 1024;
+/// Keepalive probes after `--tcp-keepalive` of silence, spread over as long
+/// again: a dead idle peer is dropped within about twice the setting.
+pub const KEEPALIVE_PROBES: u32 = 5;
+
+/// What every accepted TCP socket inherits from its listener: set once on
+/// the listener, so no system call is added per connection. (Linux copies
+/// these options into each accepted socket; tests/bounds.rs checks it.)
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSockets {
+    /// `--tcp-keepalive`: `None` is off.
+    pub keepalive: Option<Duration>,
+}
+
+impl ClientSockets {
+    /// Sets the options on a TCP listener.
+    fn apply(&self, listener: SockRef<'_>) -> io::Result<()> {
+        listener.set_recv_buffer_size(RECV_BUF)?;
+        listener.set_tcp_notsent_lowat(NOTSENT_LOWAT)?;
+        if let Some(idle) = self.keepalive {
+            let interval = (idle / KEEPALIVE_PROBES).max(Duration::from_secs(1));
+            listener.set_tcp_keepalive(
+                &TcpKeepalive::new()
+                    .with_time(idle)
+                    .with_interval(interval)
+                    .with_retries(KEEPALIVE_PROBES),
+            )?;
+            // Keepalive does not probe while answers wait unacknowledged:
+            // a peer that stops acknowledging them is dropped after this.
+            listener.set_tcp_user_timeout(Some(idle * 2))?;
+        }
+        Ok(())
+    }
+}
 
 /// A bound, listening, non-blocking socket.
 pub enum Listener {
@@ -52,9 +100,14 @@ impl Listener {
     /// [`BACKLOG`]. With `reuse_port`, `SO_REUSEPORT` too: every process
     /// that sets it may bind the same port, and the kernel spreads new
     /// connections over them (by a hash of the addresses).
-    pub fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> io::Result<Self> {
+    pub fn bind_tcp(
+        addr: SocketAddr,
+        reuse_port: bool,
+        clients: ClientSockets,
+    ) -> io::Result<Self> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
         socket.set_reuse_address(true)?;
+        clients.apply(SockRef::from(&socket))?;
         if reuse_port {
             socket.set_reuse_port(true)?;
         }
@@ -83,6 +136,15 @@ impl Listener {
     pub fn from_std_tcp(l: std::net::TcpListener) -> io::Result<Self> {
         l.set_nonblocking(true)?;
         Ok(Listener::Tcp(TcpListener::from_std(l)))
+    }
+
+    /// Sets what accepted sockets inherit (TCP only), on a listener made
+    /// elsewhere (systemd) as on our own.
+    pub fn tune(&self, clients: ClientSockets) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => clients.apply(SockRef::from(l)),
+            Listener::Unix(..) => Ok(()),
+        }
     }
 
     /// A Unix listener made elsewhere (systemd), as a non-blocking mio one.

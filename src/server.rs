@@ -21,9 +21,10 @@
 
 use crate::answers::AnswerBuf;
 use crate::config::Config;
-use crate::conn::{Conn, Shared, Status, Why};
-use crate::net::{Listener, Peer, Stream};
+use crate::conn::{Conn, ERR_BUSY, ERR_TOO_MANY, Shared, Status, Timeouts, Why};
+use crate::net::{ClientSockets, Listener, Peer, Stream};
 use crate::numbers::Numbers;
+use crate::per_ip::PerAddress;
 use crate::stats::Stats;
 use crate::timers::{Entry, Timers};
 use log::{Level, debug, info, log_enabled, trace, warn};
@@ -86,7 +87,8 @@ pub struct Server {
     rejected: usize,
     busy_slots: usize,
     max_connections: usize,
-    idle_timeout: Option<Duration>,
+    /// `--idle-timeout` and `--output-timeout`.
+    timeouts: Timeouts,
     shutdown_timeout: Duration,
     /// Idle and closing deadlines (see [`crate::timers`]).
     timers: Timers,
@@ -150,10 +152,17 @@ impl Server {
                 inherited.len()
             );
         }
+        let clients = ClientSockets {
+            keepalive: cfg.tcp_keepalive,
+        };
         let mut listeners = inherited;
+        for l in &listeners {
+            l.tune(clients)
+                .map_err(fail("cannot set the options of a passed socket".into()))?;
+        }
         for &addr in &cfg.listen {
             let what = format!("cannot listen on {addr}");
-            listeners.push(Listener::bind_tcp(addr, cfg.reuse_port).map_err(fail(what))?);
+            listeners.push(Listener::bind_tcp(addr, cfg.reuse_port, clients).map_err(fail(what))?);
         }
         for path in &cfg.unix {
             let what = format!("cannot listen on unix:{}", path.display());
@@ -194,13 +203,23 @@ impl Server {
             .unwrap_or(usize::MAX)
             .saturating_sub(max_connections);
         let busy_slots = spare.clamp(MIN_BUSY_SLOTS, MAX_BUSY_SLOTS);
+        let per_ip = match cfg.max_per_ip {
+            None => Some(default_per_ip(max_connections)),
+            Some(0) => None,
+            Some(n) => Some(n),
+        };
+        let secs = |d: Option<Duration>| d.map_or("none".into(), |d| format!("{}s", d.as_secs()));
         info!(
-            "limits: open files {fd_limit}, max connections {max_connections}, \
-             max line {}, output per client {} KiB, idle timeout {}",
+            "limits: open files {fd_limit}, max connections {max_connections}, per address {}, \
+             max line {}, output per client {} KiB, output budget {} KiB, idle timeout {}, \
+             output timeout {}, TCP keepalive {}",
+            per_ip.map_or("none".into(), |n| n.to_string()),
             cfg.max_line.map_or("none".into(), |n| format!("{n} bytes")),
             crate::conn::OUT_CAP / 1024,
-            cfg.idle_timeout
-                .map_or("none".into(), |d| format!("{}s", d.as_secs())),
+            cfg.output_budget / 1024,
+            secs(cfg.idle_timeout),
+            secs(cfg.output_timeout),
+            secs(cfg.tcp_keepalive),
         );
 
         Ok(Server {
@@ -216,13 +235,19 @@ impl Server {
                 max_line: cfg.max_line,
                 now: Instant::now(),
                 stats: Stats::default(),
+                per_ip: PerAddress::new(per_ip),
+                pending_out: 0,
+                output_budget: cfg.output_budget,
             },
             answers: AnswerBuf::with_capacity(crate::conn::OUT_CAP + 64),
             clients: 0,
             rejected: 0,
             busy_slots,
             max_connections,
-            idle_timeout: cfg.idle_timeout,
+            timeouts: Timeouts {
+                idle: cfg.idle_timeout,
+                output: cfg.output_timeout,
+            },
             shutdown_timeout: cfg.shutdown_timeout,
             timers: Timers::default(),
             next_serial: 0,
@@ -383,17 +408,31 @@ impl Server {
         let now = self.shared.now;
         let stats = &mut self.shared.stats;
         stats.accepted += 1;
-        let busy = self.clients >= self.max_connections;
-        if busy {
+        // Turned away: over --max-connections, or (counted here unless a
+        // PROXY header will name the real client) over the per-address limit.
+        let refusal = if self.clients >= self.max_connections {
             stats.rejected_busy += 1;
-        }
-        if busy && self.rejected >= self.busy_slots {
+            Some((ERR_BUSY, Why::Busy))
+        } else if let Peer::Tcp(addr) = peer
+            && !self.proxy_protocol
+            && !self.shared.per_ip.admit(addr.ip())
+        {
+            stats.rejected_per_ip += 1;
+            Some((ERR_TOO_MANY, Why::TooMany))
+        } else {
+            None
+        };
+        let busy = refusal.is_some();
+        let ip_counted = matches!(peer, Peer::Tcp(_)) && !self.proxy_protocol && !busy;
+        if let Some((message, ref why)) = refusal
+            && self.rejected >= self.busy_slots
+        {
             // Too many rejections lingering already: a best-effort word,
             // then close. Reading what the client already sent first makes
             // a reset (which could destroy the word) less likely.
             let mut stream = stream;
             stats.writes += 1;
-            if let Ok(n) = stream.write(crate::conn::ERR_BUSY) {
+            if let Ok(n) = stream.write(message) {
                 stats.bytes_out += n as u64;
             }
             let _ = stream.shutdown(std::net::Shutdown::Write);
@@ -403,28 +442,37 @@ impl Server {
             if let Ok(n) = stream.read(&mut self.shared.rbuf) {
                 stats.bytes_in += n as u64;
             }
-            debug!("rejected {peer}: server busy (closed at once)");
+            debug!("rejected {peer}: {why} (closed at once)");
             return Ok(());
         }
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let serial = self.next_serial;
         self.next_serial += 1;
-        let mut conn = if busy {
-            Conn::busy(stream, peer, serial, now)
-        } else {
-            Conn::new(stream, peer, serial, now)
+        let mut conn = match refusal {
+            Some((message, why)) => Conn::refused(stream, peer, serial, now, message, why),
+            None => Conn::new(stream, peer, serial, now),
         };
         if self.proxy_protocol && !busy {
             conn.expect_proxy_header();
         }
-        self.poll
+        conn.ip_counted = ip_counted;
+        if let Err(e) = self
+            .poll
             .registry()
-            .register(conn.stream(), Token(key), CLIENT_INTEREST)?;
+            .register(conn.stream(), Token(key), CLIENT_INTEREST)
+        {
+            if let (true, Peer::Tcp(addr)) = (ip_counted, peer) {
+                self.shared.per_ip.release(addr.ip());
+            }
+            return Err(e);
+        }
+        // Its `out` (a refusal's message) joins the total until freed.
+        self.shared.pending_out += conn.pending();
         entry.insert(conn);
         if busy {
             self.rejected += 1;
-            debug!("rejected {peer}: server busy ({} clients)", self.clients);
+            debug!("rejected {peer}: refused ({} clients)", self.clients);
         } else {
             self.clients += 1;
             let stats = &mut self.shared.stats;
@@ -437,7 +485,7 @@ impl Server {
                 debug!("accepted {peer} as token {key}");
             }
         }
-        if let Some(at) = self.conns[key].deadline(self.idle_timeout) {
+        if let Some(at) = self.conns[key].deadline(self.timeouts) {
             self.arm(at, key);
         }
         // A rejected client has its error line to send.
@@ -456,7 +504,7 @@ impl Server {
             // A late event for a connection closed earlier in this batch.
             return;
         }
-        let before = conn.deadline(self.idle_timeout);
+        let before = conn.deadline(self.timeouts);
         let status = conn.drive(Token(key), &mut self.shared, self.answers.lend());
         self.after_drive(key, before, status);
     }
@@ -480,13 +528,16 @@ impl Server {
                 if self.stopping.is_some() && matches!(why, Why::Timeout) {
                     self.cut += 1;
                 }
+                if let Why::Failed(_) = why {
+                    self.shared.stats.failed += 1;
+                }
                 debug!("closed {} (token {key}): {why}", conn.peer);
                 self.closed.push(key);
                 return;
             }
         }
         // Keep a timer entry no later than the connection's deadline.
-        if let Some(after) = conn.deadline(self.idle_timeout)
+        if let Some(after) = conn.deadline(self.timeouts)
             && before.is_none_or(|b| after < b)
         {
             self.arm(after, key);
@@ -524,18 +575,24 @@ impl Server {
             }
             self.stats_due = Some(next);
         }
-        while let Some(Entry { key, serial, .. }) = self.timers.pop_due(now) {
+        // The earliest entry decides how long poll may sleep, so it is
+        // settled here, due or not, until it is true: entries of closed
+        // connections and deadlines that went away are dropped, deadlines
+        // that moved later are re-armed. So an idle server, whose clients
+        // are all gone, has an empty heap and sleeps without a timeout.
+        while let Some(Entry { at, key, serial }) = self.timers.peek() {
             // Stale entries: the connection is gone, or the slot is another's.
-            let Some(conn) = self.conns.get_mut(key) else {
+            let Some(conn) = self.conns.get_mut(key).filter(|c| c.serial == serial) else {
+                self.timers.pop();
                 continue;
             };
-            if conn.serial != serial {
-                continue;
-            }
-            match conn.deadline(self.idle_timeout) {
+            match conn.deadline(self.timeouts) {
+                // True, and not due yet: nothing earlier is armed.
+                Some(d) if d == at && d > now => break,
                 Some(d) if d <= now => {
-                    let before = conn.deadline(self.idle_timeout);
-                    match conn.expire(now, &mut self.shared.stats) {
+                    self.timers.pop();
+                    let before = Some(d);
+                    match conn.expire(now, self.timeouts, &mut self.shared.stats) {
                         Some(status) => self.after_drive(key, before, status),
                         None => {
                             debug!("deadline for {} (token {key})", conn.peer);
@@ -547,9 +604,14 @@ impl Server {
                         }
                     }
                 }
-                // The deadline moved later (the client spoke): re-arm.
-                Some(d) => self.timers.push(Entry { at: d, key, serial }),
-                None => {}
+                // The deadline moved (the client was active): re-arm.
+                Some(d) => {
+                    self.timers.pop();
+                    self.timers.push(Entry { at: d, key, serial });
+                }
+                None => {
+                    self.timers.pop();
+                }
             }
         }
     }
@@ -564,6 +626,12 @@ impl Server {
             let mut conn = self.conns.remove(key);
             if conn.counted {
                 self.clients -= 1;
+            }
+            self.shared.pending_out -= conn.pending();
+            if conn.ip_counted
+                && let Peer::Tcp(addr) = conn.peer
+            {
+                self.shared.per_ip.release(addr.ip());
             }
             if conn.rejected {
                 self.rejected -= 1;
@@ -632,7 +700,7 @@ impl Server {
                 if conn.is_closed() {
                     continue;
                 }
-                let before = conn.deadline(self.idle_timeout);
+                let before = conn.deadline(self.timeouts);
                 conn.close(Why::Shutdown, deadline);
                 let status = conn.drive(Token(key), &mut self.shared, self.answers.lend());
                 self.after_drive(key, before, status);
@@ -642,7 +710,12 @@ impl Server {
 
     /// The counters, as one `stats:` line (format: [`crate::stats`]).
     fn log_stats(&self) {
-        info!("{}", self.shared.stats.line(self.clients));
+        info!(
+            "{}",
+            self.shared
+                .stats
+                .line(self.clients, self.shared.pending_out)
+        );
     }
 
     /// One trace line per readiness event: who, and the flags mio saw.
@@ -657,6 +730,13 @@ impl Server {
         };
         trace!("event {who}: {}", event_flags(event));
     }
+}
+
+/// The default `--max-connections-per-ip`: a sixteenth of the connections,
+/// so that one address cannot take them all, but never under 64, so that a
+/// NAT of a few dozen users or a test box is not refused.
+fn default_per_ip(max_connections: usize) -> usize {
+    (max_connections / 16).max(64)
 }
 
 /// EMFILE, ENFILE, ENOBUFS, ENOMEM: the system is short of something; the

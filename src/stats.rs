@@ -21,13 +21,18 @@
 //! | `paused` | times a client was not read because its answers backed up |
 //! | `yields` | times a client used up its read budget and waited for the next turn |
 //! | `idle_closed` | clients closed by `--idle-timeout` |
+//! | `rejected_per_ip` | connections turned away by `--max-connections-per-ip` |
+//! | `failed` | connections ended by a socket error: a reset, a broken pipe, a dead peer (keepalive, `TCP_USER_TIMEOUT`) |
+//! | `output_closed` | clients closed by `--output-timeout` (answers backed up, none taken) |
+//! | `pending_out` | bytes of answers waiting in the server for slow clients now (the `--output-budget` total) |
 //!
 //! The format is `stats: key=value key=value ...`, in the order above, so a
 //! script can split it on spaces and `=`; keys are only ever added at the end.
 
 use std::fmt;
 
-/// The counters. `active` is not here: the loop knows it and passes it in.
+/// The counters. `active` and `pending_out` are not here: they are states,
+/// not counts; the loop knows them and passes them in.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stats {
     /// See the table in the module docs.
@@ -60,22 +65,30 @@ pub struct Stats {
     pub yields: u64,
     /// See the module docs.
     pub idle_closed: u64,
+    /// See the module docs.
+    pub rejected_per_ip: u64,
+    /// See the module docs.
+    pub failed: u64,
+    /// See the module docs.
+    pub output_closed: u64,
 }
 
 impl Stats {
     /// The `stats:` log line's text, with the number of clients served now.
-    pub fn line(&self, active: usize) -> StatsLine<'_> {
+    pub fn line(&self, active: usize, pending_out: usize) -> StatsLine<'_> {
         StatsLine {
             stats: self,
             active,
+            pending_out,
         }
     }
 }
 
-/// [`Stats`] with `active`, ready to print.
+/// [`Stats`] with `active` and `pending_out`, ready to print.
 pub struct StatsLine<'a> {
     stats: &'a Stats,
     active: usize,
+    pending_out: usize,
 }
 
 impl fmt::Display for StatsLine<'_> {
@@ -85,7 +98,8 @@ impl fmt::Display for StatsLine<'_> {
             f,
             "stats: accepted={} rejected_busy={} accept_emfile={} active={} peak={} \
              lines={} bytes_in={} bytes_out={} wakeups={} events={} reads={} writes={} \
-             wouldblock={} paused={} yields={} idle_closed={}",
+             wouldblock={} paused={} yields={} idle_closed={} rejected_per_ip={} failed={} \
+             output_closed={} pending_out={}",
             s.accepted,
             s.rejected_busy,
             s.accept_emfile,
@@ -101,7 +115,11 @@ impl fmt::Display for StatsLine<'_> {
             s.wouldblock,
             s.paused,
             s.yields,
-            s.idle_closed
+            s.idle_closed,
+            s.rejected_per_ip,
+            s.failed,
+            s.output_closed,
+            self.pending_out,
         )
     }
 }
@@ -117,7 +135,7 @@ mod tests {
             lines: 7,
             ..Stats::default()
         };
-        let text = s.line(2).to_string();
+        let text = s.line(2, 0).to_string();
         assert!(text.starts_with("stats: accepted=3 rejected_busy=0 accept_emfile=0 active=2 "));
         let keys: Vec<&str> = text["stats: ".len()..]
             .split(' ')
@@ -125,7 +143,8 @@ mod tests {
             .collect();
         // The same keys, in the same order, as the table in the module docs.
         let doc_order = "accepted rejected_busy accept_emfile active peak lines bytes_in \
-                         bytes_out wakeups events reads writes wouldblock paused yields idle_closed";
+                         bytes_out wakeups events reads writes wouldblock paused yields idle_closed \
+                         rejected_per_ip failed output_closed pending_out";
         assert_eq!(keys.join(" "), doc_order);
     }
 }

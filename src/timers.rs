@@ -1,15 +1,18 @@
 //! Deadlines for connections: a min-heap of `(when, slab key, serial)`.
 //!
-//! Entries are never removed early. When one comes due, the loop asks the
-//! connection for its real deadline: it may have moved later (the client
-//! spoke since), or the slot may hold another connection now (the serial
-//! differs). That makes moving a deadline free, which matters because the
-//! idle deadline moves on every read. To keep dead entries from piling up
-//! (one per closed client until its time comes), the heap is swept when it
-//! grows past twice the live connections.
+//! Entries are not removed when a deadline moves. When one reaches the top
+//! of the heap, the loop asks the connection for its real deadline: it may
+//! have moved later (the client was active since), gone away, or the slot
+//! may hold another connection now (the serial differs). That makes moving
+//! a deadline free, which matters because the idle deadline moves on every
+//! line. The loop settles the top entry every turn, due or not, so the
+//! earliest entry, which sets poll's timeout, is always a true deadline. To
+//! keep dead entries from piling up below the top, the heap is swept when
+//! it grows past twice the live connections.
 //!
-//! With no idle timeout and no closing client, the heap is empty and the
-//! loop sleeps without a timeout: an idle server never wakes.
+//! With no deadline armed (no idle timeout, no closing client, no client
+//! with answers waiting), the heap is empty and the loop sleeps without a
+//! timeout: an idle server never wakes.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -43,12 +46,14 @@ impl Timers {
         self.heap.peek().map(|Reverse(e)| e.at)
     }
 
-    /// Removes and returns an entry that is due at `now`.
-    pub fn pop_due(&mut self, now: Instant) -> Option<Entry> {
-        match self.heap.peek() {
-            Some(Reverse(e)) if e.at <= now => self.heap.pop().map(|Reverse(e)| e),
-            _ => None,
-        }
+    /// The earliest entry.
+    pub fn peek(&self) -> Option<Entry> {
+        self.heap.peek().map(|Reverse(e)| *e)
+    }
+
+    /// Removes the earliest entry.
+    pub fn pop(&mut self) -> Option<Entry> {
+        self.heap.pop().map(|Reverse(e)| e)
     }
 
     /// Drops the entries of connections that are gone, once the heap holds
@@ -77,7 +82,7 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn pops_in_deadline_order_and_only_when_due() {
+    fn pops_in_deadline_order() {
         let t0 = Instant::now();
         let mut t = Timers::default();
         for (i, ms) in [30u64, 10, 20].into_iter().enumerate() {
@@ -88,12 +93,10 @@ mod tests {
             });
         }
         assert_eq!(t.next(), Some(t0 + Duration::from_millis(10)));
-        assert_eq!(t.pop_due(t0), None);
-        let due: Vec<usize> = std::iter::from_fn(|| t.pop_due(t0 + Duration::from_millis(25)))
-            .map(|e| e.key)
-            .collect();
-        assert_eq!(due, vec![1, 2]);
-        assert_eq!(t.len(), 1);
+        assert_eq!(t.peek().map(|e| e.key), Some(1));
+        let order: Vec<usize> = std::iter::from_fn(|| t.pop()).map(|e| e.key).collect();
+        assert_eq!(order, vec![1, 2, 0]);
+        assert!(t.is_empty());
     }
 
     #[test]
