@@ -144,6 +144,7 @@ fuzz_target!(|data: &[u8]| {
     let [limits, seed, stream @ ..] = data else {
         return;
     };
+    let cuts = cuttings(stream, *seed);
     for max_line in [
         None,
         Some(usize::MAX),
@@ -151,8 +152,8 @@ fuzz_target!(|data: &[u8]| {
         Some(16 + usize::from(limits >> 4)),
     ] {
         let want = model(stream, max_line);
-        for reads in cuttings(stream, *seed) {
-            let got = feed(&reads, max_line);
+        for reads in &cuts {
+            let got = feed(reads, max_line);
             assert_eq!(
                 got,
                 want,
