@@ -52,6 +52,11 @@ pub const OUT_CAP: usize = 64 * 1024;
 const OUT_SLACK: usize = 64;
 /// Reading resumes once pending output is at or below this.
 pub const OUT_LOW: usize = 16 * 1024;
+/// Over `--output-budget`, a client with no answers waiting may still read,
+/// but only as many lines as make this many bytes of answers per read:
+/// a client that reads its answers hardly notices, and one that does not
+/// can add at most this much before it is stopped (see `Conn::gated`).
+pub const OVER_BUDGET_BATCH: usize = 4 * 1024;
 /// Bytes one connection may read per loop turn before others get a go.
 pub const READ_BUDGET: usize = 64 * 1024;
 /// How long a closing connection may take to flush its answers.
@@ -551,10 +556,15 @@ impl Conn {
                 out.reserve_exact(OUT_CAP + OUT_SLACK - out.len());
             }
             // Every byte read could end a line: read no more than the
-            // answers that still fit under OUT_CAP.
-            let want = ((OUT_CAP - out.len()) / max_answer)
-                .min(sh.rbuf.len())
-                .min(*budget);
+            // answers that still fit under OUT_CAP; over the output budget,
+            // no more than OVER_BUDGET_BATCH of answers (only a client with
+            // none waiting gets here then).
+            let room = if sh.over_budget() {
+                OVER_BUDGET_BATCH
+            } else {
+                OUT_CAP - out.len()
+            };
+            let want = (room / max_answer).min(sh.rbuf.len()).min(*budget);
             sh.stats.reads += 1;
             let n = match self.stream.read(&mut sh.rbuf[..want]) {
                 Ok(0) => {

@@ -4,30 +4,11 @@
 
 mod common;
 
-use common::Server;
+use common::{Server, parse_stats};
 use rustix::process::Signal;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::time::{Duration, Instant};
-
-/// The `key=value` pairs of a `stats:` log line.
-fn parse_stats(line: &str) -> BTreeMap<String, u64> {
-    let (_, pairs) = line
-        .split_once("stats: ")
-        .unwrap_or_else(|| panic!("not a stats line: {line}"));
-    pairs
-        .split(' ')
-        .map(|kv| {
-            let (k, v) = kv
-                .split_once('=')
-                .unwrap_or_else(|| panic!("bad pair {kv:?}"));
-            (
-                k.to_string(),
-                v.parse().unwrap_or_else(|_| panic!("bad value {kv:?}")),
-            )
-        })
-        .collect()
-}
 
 /// Checks `expected` against `stats`, naming every mismatch at once.
 fn assert_counts(stats: &BTreeMap<String, u64>, expected: &[(&str, u64)]) {

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // each test file uses a different part of this
 
+pub mod netns;
+
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -148,6 +150,14 @@ impl Server {
     /// Waits for the server to exit.
     pub fn wait_exit(&mut self) -> ExitStatus {
         wait_exit(&mut self.child, &self.log)
+    }
+
+    /// Asks for the counters (SIGUSR1) and returns the `stats:` line's
+    /// pairs.
+    pub fn stats(&self) -> std::collections::BTreeMap<String, u64> {
+        let n = self.log.count("stats: ");
+        self.signal(rustix::process::Signal::USR1);
+        parse_stats(&self.log.wait_for_nth("stats: ", n + 1))
     }
 
     /// The server's resident memory, from /proc.
@@ -329,6 +339,25 @@ impl Client {
             .shutdown(Shutdown::Write)
             .expect("shutdown write");
     }
+}
+
+/// The `key=value` pairs of a `stats:` log line.
+pub fn parse_stats(line: &str) -> std::collections::BTreeMap<String, u64> {
+    let (_, pairs) = line
+        .split_once("stats: ")
+        .unwrap_or_else(|| panic!("not a stats line: {line}"));
+    pairs
+        .split(' ')
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .unwrap_or_else(|| panic!("bad pair {kv:?}"));
+            (
+                k.to_string(),
+                v.parse().unwrap_or_else(|_| panic!("bad value {kv:?}")),
+            )
+        })
+        .collect()
 }
 
 /// Parses a block of answers, one integer per line.

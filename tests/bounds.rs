@@ -1,0 +1,433 @@
+//! What one client can cost, and how long it can hold what it holds: the
+//! kernel's socket buffers, the output budget, the output timeout, TCP
+//! keepalive (a dead peer on a real link, in network namespaces), the
+//! per-address limit, and an idle timeout that a drip cannot defeat.
+//!
+//! Each test fails on c6ef8e1, which had none of these bounds.
+
+mod common;
+
+use common::netns::{self, Hosts};
+use common::{Client, LONG_ANSWERS, Server, WAIT};
+use rustix::process::Signal;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Sends `lines` lines of `x` from a thread and never reads; stops quietly
+/// when the server closes the connection.
+fn never_reader(addr: SocketAddr, lines: usize) -> (TcpStream, JoinHandle<()>) {
+    let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
+    let mut w = stream.try_clone().expect("clone");
+    w.set_write_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let t = std::thread::spawn(move || {
+        let batch = b"x\n".repeat(1000);
+        for _ in 0..lines / 1000 {
+            if w.write_all(&batch).is_err() {
+                return;
+            }
+        }
+    });
+    (stream, t)
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, for at most `limit`.
+fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `ss -tmoi` for the server's end of its established connections: one
+/// string per socket (address line and details joined).
+fn server_sockets(port: u16) -> Vec<String> {
+    let out = common::run_cmd({
+        let mut c = Command::new("ss");
+        c.args(["-Htmnoi", "state", "established"])
+            .arg(format!("( sport = :{port} )"));
+        c
+    });
+    assert!(out.status.success(), "ss failed (iproute2 installed?)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // Each socket: an address line, then its indented details.
+    let mut sockets: Vec<String> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with(char::is_whitespace) {
+            if let Some(last) = sockets.last_mut() {
+                last.push(' ');
+                last.push_str(line.trim());
+            }
+        } else {
+            sockets.push(line.to_string());
+        }
+    }
+    sockets
+}
+
+/// A field of `skmem:(r0,rb65536,t0,...)`, such as `rb` or `w`.
+fn skmem(socket: &str, field: &str) -> u64 {
+    let inner = socket
+        .split("skmem:(")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap_or_else(|| panic!("no skmem in {socket}"));
+    inner
+        .split(',')
+        .find_map(|kv| {
+            let digits = kv.trim_start_matches(|c: char| c.is_ascii_alphabetic());
+            (&kv[..kv.len() - digits.len()] == field).then(|| digits.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no {field} in skmem of {socket}"))
+}
+
+#[test]
+fn every_client_socket_inherits_the_listeners_bounds() {
+    let server = Server::start(&["--tcp-keepalive", "120"]);
+    let mut c = server.connect();
+    c.ask("hello");
+    let sockets = server_sockets(server.addr.port());
+    assert_eq!(sockets.len(), 1, "{sockets:?}");
+    let s = &sockets[0];
+    // SO_RCVBUF 32 KiB (the kernel doubles it), keepalive armed: no
+    // setsockopt per connection, and still in force.
+    assert_eq!(skmem(s, "rb"), 64 * 1024, "{s}");
+    assert!(s.contains("timer:(keepalive"), "{s}");
+}
+
+#[test]
+fn a_client_that_never_reads_pins_at_most_256_kib_kernel_included() {
+    let server = Server::start(&[]);
+    let (_stream, writer) = never_reader(server.addr, 512 * 1024);
+    // 512 Ki lines: the server answers until its buffers and the client's
+    // fill, then stops reading. Wait for that to settle.
+    let mut last = None;
+    let settled = eventually(WAIT, "the connection settles", || {
+        let s = server_sockets(server.addr.port()).pop()?;
+        let now = (
+            skmem(&s, "r"),
+            skmem(&s, "w"),
+            server.stats()["pending_out"],
+        );
+        let same = last == Some(now);
+        last = Some(now);
+        same.then_some(now)
+    });
+    let (rmem, wmem, user) = settled;
+    let total = rmem + wmem + user;
+    println!("kernel receive {rmem} B, kernel send {wmem} B, server's own {user} B: {total} B");
+    assert!(user <= 64 * 1024 + 64, "user space {user} B");
+    assert!(total <= 256 * 1024, "one non-reader holds {total} B");
+    drop(writer);
+}
+
+#[test]
+fn past_the_output_budget_clients_with_answers_waiting_are_not_read() {
+    // 20-byte answers; 30 clients that never read, each of which alone
+    // could park 64 KiB: 1.9 MB without a budget.
+    let mut args = LONG_ANSWERS.to_vec();
+    args.extend(["--output-budget", "64K"]);
+    let server = Server::start(&args);
+    let clients = 30;
+    let pushers: Vec<_> = (0..clients)
+        .map(|_| never_reader(server.addr, 100_000))
+        .collect();
+    let mut last = None;
+    let pending = eventually(Duration::from_secs(20), "pending output settles", || {
+        let now = server.stats()["pending_out"];
+        let same = last == Some(now);
+        last = Some(now);
+        std::thread::sleep(Duration::from_millis(200));
+        same.then_some(now)
+    });
+    // The documented bound: budget + one client's cap (the one that
+    // crossed it) + OVER_BUDGET_BATCH per client after that.
+    let bound = 64 * 1024 + (64 * 1024 + 64) + clients * (4 * 1024 + 64);
+    println!("pending output with {clients} non-readers: {pending} B (bound {bound} B)");
+    assert!(
+        pending <= bound as u64,
+        "{pending} B pending, bound {bound} B"
+    );
+    // An honest client is still answered at once.
+    let mut honest = server.connect();
+    for i in 0..20 {
+        let t = Instant::now();
+        honest.ask(&format!("still there {i}"));
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "answer {i} took {:?}",
+            t.elapsed()
+        );
+    }
+    drop(pushers);
+}
+
+#[test]
+fn a_client_whose_answers_stay_backed_up_is_closed_after_the_output_timeout() {
+    let mut args = LONG_ANSWERS.to_vec();
+    args.extend(["--output-timeout", "2"]);
+    let server = Server::start(&args);
+    let started = Instant::now();
+    let (mut stream, writer) = never_reader(server.addr, 400_000);
+    server.log.wait_for("none taken (output timeout)");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(8), "closed after {took:?}");
+    assert_eq!(server.stats()["output_closed"], 1);
+    // Closed for real: the socket reports EOF or a reset, not a timeout.
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut buf = vec![0; 1 << 16];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    writer.join().expect("writer");
+}
+
+#[test]
+fn a_drip_without_newlines_does_not_hold_a_slot_past_the_idle_timeout() {
+    let server = Server::start(&["--idle-timeout", "1"]);
+    let mut c = server.connect();
+    let mut w = c.stream.try_clone().expect("clone");
+    let drip = std::thread::spawn(move || {
+        // One byte every 300 ms, never a newline, for at most 6 s.
+        for _ in 0..20 {
+            if w.write_all(b"x").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    let started = Instant::now();
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    let closed = matches!(c.stream.read(&mut buf), Ok(0));
+    assert!(closed, "a drip kept its slot for {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(4));
+    drip.join().expect("drip");
+}
+
+#[test]
+fn a_paused_client_that_reads_its_answers_is_not_idle() {
+    // 100,000 lines sent at once, answers read slowly (about 50 KB/s,
+    // 6 s in all): the server stops reading this client for most of that
+    // time, yet its answers keep being taken, so it is active. (Loopback's
+    // 64 KiB segments make that progress come in bursts about 1.3 s apart:
+    // the timeouts leave room for that.)
+    let server = Server::start(&["--idle-timeout", "3", "--output-timeout", "3"]);
+    let mut c = server.connect();
+    let lines = 100_000;
+    let writer = c.send_lines_in_background(lines, true);
+    let mut got = 0;
+    let mut buf = vec![0; 2048];
+    loop {
+        let n = c
+            .stream
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("{e} after {got} answers; log:\n{}", server.log.text()));
+        if n == 0 {
+            break;
+        }
+        got += buf[..n].iter().filter(|&&b| b == b'\n').count();
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    writer.join().expect("writer");
+    assert_eq!(got, lines, "a slow reader lost answers");
+}
+
+#[test]
+fn one_address_cannot_take_every_slot() {
+    // The default: max(64, max-connections / 16).
+    let server = Server::start(&["--max-connections", "200"]);
+    let mut mine: Vec<Client> = (0..64).map(|_| server.connect()).collect();
+    for c in &mut mine {
+        c.ask("hello");
+    }
+    let mut one_more = server.connect();
+    assert_eq!(
+        one_more.rest_until_eof(),
+        b"ERR too many connections from your address\n"
+    );
+    // Another address is served...
+    let other =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    other
+        .bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into())
+        .expect("bind 127.0.0.2");
+    other
+        .connect_timeout(&server.addr.into(), WAIT)
+        .expect("connect");
+    Client::from_stream(other.into()).ask("from elsewhere");
+    // ... and a slot comes back when one of ours leaves.
+    let mut leaving = mine.pop().expect("a client");
+    leaving.send(b"STOP\n");
+    leaving.expect_eof();
+    drop(leaving);
+    eventually(WAIT, "the address's slot comes back", || {
+        let mut c = server.connect();
+        c.send(b"again\n");
+        let mut line = String::new();
+        BufReader::new(&c.stream).read_line(&mut line).ok()?;
+        line.trim().parse::<i64>().ok()
+    });
+    // The 65th, and any retry above that came before the slot was back.
+    assert!(server.stats()["rejected_per_ip"] >= 1);
+}
+
+#[test]
+fn behind_a_proxy_the_limit_counts_the_client_the_header_names() {
+    let server = Server::start(&["--proxy-protocol", "--max-connections-per-ip", "2"]);
+    let with = |header: &str| {
+        let mut c = server.connect();
+        c.send(header.as_bytes());
+        c.send(b"hello\n");
+        c
+    };
+    let answered = |c: &mut Client| {
+        let mut line = String::new();
+        BufReader::new(&c.stream)
+            .read_line(&mut line)
+            .expect("read");
+        line.trim().parse::<i64>().is_ok()
+    };
+    let v4 = "PROXY TCP4 192.0.2.1 192.0.2.9 4000 80\r\n";
+    let mut held = vec![with(v4), with(v4)];
+    for c in &mut held {
+        assert!(answered(c));
+    }
+    let mut refused = with(v4);
+    assert_eq!(
+        refused.rest_until_eof(),
+        b"ERR too many connections from your address\n"
+    );
+    assert!(answered(&mut with(
+        "PROXY TCP4 192.0.2.2 192.0.2.9 4000 80\r\n"
+    )));
+    // IPv6: one /64 is one client.
+    let mut v6 = vec![
+        with("PROXY TCP6 2001:db8::1 2001:db8::9 4000 80\r\n"),
+        with("PROXY TCP6 2001:db8::2 2001:db8::9 4000 80\r\n"),
+    ];
+    for c in &mut v6 {
+        assert!(answered(c));
+    }
+    let mut same_64 = with("PROXY TCP6 2001:db8::ffff:3 2001:db8::9 4000 80\r\n");
+    assert_eq!(
+        same_64.rest_until_eof(),
+        b"ERR too many connections from your address\n"
+    );
+    assert!(answered(&mut with(
+        "PROXY TCP6 2001:db8:0:1::1 2001:db8::9 4000 80\r\n"
+    )));
+}
+
+/// `nc` in the client host: connects, sends `hello`, returns the child and
+/// the answer line.
+fn nc_client(hosts: &Hosts, port: u16) -> (Child, String) {
+    let mut nc = hosts
+        .command(&hosts.client, "nc")
+        .args([hosts.server_ip.as_str(), &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nc");
+    nc.stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(b"hello\n")
+        .expect("send");
+    let stdout = nc.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(WAIT).unwrap_or_default();
+    (nc, line)
+}
+
+/// The server in its own host, `--max-connections 1`.
+fn server_in(hosts: &Hosts, extra: &[&str]) -> Server {
+    let mut cmd = hosts.command(&hosts.server, common::bin());
+    cmd.args(["--listen", &format!("{}:0", hosts.server_ip)])
+        .args(["--max-connections", "1"])
+        .args(extra);
+    Server::spawn(cmd)
+}
+
+#[test]
+fn a_dead_idle_peer_gives_its_slot_back() {
+    if !netns::available("a_dead_idle_peer_gives_its_slot_back") {
+        return;
+    }
+    let hosts = Hosts::new(1);
+    let server = server_in(&hosts, &["--tcp-keepalive", "2"]);
+    let port = server.addr.port();
+    let (mut first, answer) = nc_client(&hosts, port);
+    assert!(answer.trim().parse::<i64>().is_ok(), "got {answer:?}");
+    // The client's host drops off the network: no FIN, no RST, ever.
+    hosts.client_link(false);
+    let _ = first.kill();
+    let _ = first.wait();
+    let started = Instant::now();
+    server.log.wait_for_nth("closed", 1);
+    let took = started.elapsed();
+    println!("dead idle peer dropped after {took:?}");
+    assert!(took < Duration::from_secs(9), "dropped after {took:?}");
+    // Closed as a socket failure (timed out, or the host unreachable).
+    assert_eq!(server.stats()["failed"], 1, "{}", server.log.text());
+    // The one slot is free again.
+    hosts.client_link(true);
+    let (mut second, answer) = nc_client(&hosts, port);
+    let _ = second.kill();
+    let _ = second.wait();
+    assert!(
+        answer.trim().parse::<i64>().is_ok(),
+        "the slot did not come back: {answer:?}"
+    );
+    assert!(server.stats()["failed"] >= 1);
+}
+
+#[test]
+fn a_peer_that_stops_acknowledging_answers_is_dropped() {
+    if !netns::available("a_peer_that_stops_acknowledging_answers_is_dropped") {
+        return;
+    }
+    let hosts = Hosts::new(2);
+    let server = server_in(&hosts, &["--tcp-keepalive", "2"]);
+    let (mut nc, answer) = nc_client(&hosts, server.addr.port());
+    assert!(answer.trim().parse::<i64>().is_ok(), "got {answer:?}");
+    // Lines arrive while the server is stopped; the link goes down before
+    // it answers them: its answers wait unacknowledged, where keepalive
+    // does not probe. TCP_USER_TIMEOUT must drop the peer.
+    server.signal(Signal::STOP);
+    nc.stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(b"1\n2\n3\n")
+        .expect("send");
+    std::thread::sleep(Duration::from_millis(200));
+    hosts.client_link(false);
+    let _ = nc.kill();
+    let _ = nc.wait();
+    server.signal(Signal::CONT);
+    let started = Instant::now();
+    server.log.wait_for_nth("closed", 1);
+    let took = started.elapsed();
+    println!("unacknowledging peer dropped after {took:?}");
+    assert!(took < Duration::from_secs(9), "dropped after {took:?}");
+    // Closed as a socket failure (timed out, or the host unreachable).
+    assert_eq!(server.stats()["failed"], 1, "{}", server.log.text());
+}

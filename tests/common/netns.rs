@@ -1,0 +1,121 @@
+//! Two network namespaces joined by a veth pair: a server host and a
+//! client host on one machine, for what only a real network shows (a peer
+//! that vanishes). Needs root; removed again when dropped.
+
+use super::run_cmd;
+use std::process::Command;
+
+/// `ip netns` pair: `server` holds `server_ip`, `client` holds `client_ip`.
+pub struct Hosts {
+    pub server: String,
+    pub client: String,
+    pub server_ip: String,
+    pub client_ip: String,
+    /// The client's end of the link (in `client`).
+    pub client_link: String,
+}
+
+/// True when this process may create namespaces. Outside CI a test
+/// without root skips; under CI (`CI` set, run as root) it must run.
+pub fn available(test: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs root (ip netns), and CI runs as root"
+    );
+    eprintln!("skipped {test}: needs root (ip netns)");
+    false
+}
+
+fn ip(args: &[&str]) {
+    let out = run_cmd({
+        let mut c = Command::new("ip");
+        c.args(args);
+        c
+    });
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Hosts {
+    /// Creates both namespaces and the link; `tag` makes the names unique
+    /// among tests running at once.
+    pub fn new(tag: u8) -> Hosts {
+        let id = std::process::id() % 10_000;
+        let net = format!("10.{}.{}", 100 + tag, id % 250);
+        let h = Hosts {
+            server: format!("rl-s{tag}-{id}"),
+            client: format!("rl-c{tag}-{id}"),
+            server_ip: format!("{net}.1"),
+            client_ip: format!("{net}.2"),
+            client_link: format!("vc{tag}-{id}"),
+        };
+        let server_link = format!("vs{tag}-{id}");
+        ip(&["netns", "add", &h.server]);
+        ip(&["netns", "add", &h.client]);
+        ip(&[
+            "link",
+            "add",
+            &server_link,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &h.client_link,
+        ]);
+        ip(&["link", "set", &server_link, "netns", &h.server]);
+        ip(&["link", "set", &h.client_link, "netns", &h.client]);
+        ip(&[
+            "-n",
+            &h.server,
+            "addr",
+            "add",
+            &format!("{}/24", h.server_ip),
+            "dev",
+            &server_link,
+        ]);
+        ip(&[
+            "-n",
+            &h.client,
+            "addr",
+            "add",
+            &format!("{}/24", h.client_ip),
+            "dev",
+            &h.client_link,
+        ]);
+        for (ns, link) in [(&h.server, &server_link), (&h.client, &h.client_link)] {
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+            ip(&["-n", ns, "link", "set", link, "up"]);
+        }
+        h
+    }
+
+    /// A command run inside namespace `ns`.
+    pub fn command(&self, ns: &str, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, program]);
+        c
+    }
+
+    /// Takes the client's link down (`false`) or up again (`true`): while
+    /// it is down, nothing reaches or leaves the client host.
+    pub fn client_link(&self, up: bool) {
+        let state = if up { "up" } else { "down" };
+        ip(&["-n", &self.client, "link", "set", &self.client_link, state]);
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its end of the veth, and so both.
+        for ns in [&self.server, &self.client] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
