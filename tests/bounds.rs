@@ -139,13 +139,16 @@ fn past_the_output_budget_clients_with_answers_waiting_are_not_read() {
     let pushers: Vec<_> = (0..clients)
         .map(|_| never_reader(server.addr, 100_000))
         .collect();
+    // Wait until every one of them has been stopped (by its own backlog
+    // or the budget), then until the total stops moving.
     let mut last = None;
     let pending = eventually(Duration::from_secs(20), "pending output settles", || {
-        let now = server.stats()["pending_out"];
+        let stats = server.stats();
+        let now = stats["pending_out"];
         let same = last == Some(now);
         last = Some(now);
-        std::thread::sleep(Duration::from_millis(200));
-        same.then_some(now)
+        std::thread::sleep(Duration::from_millis(300));
+        (stats["paused"] >= clients as u64 && same).then_some(now)
     });
     // The documented bound: budget + one client's cap (the one that
     // crossed it) + OVER_BUDGET_BATCH per client after that.
@@ -218,12 +221,35 @@ fn a_drip_without_newlines_does_not_hold_a_slot_past_the_idle_timeout() {
 }
 
 #[test]
-fn a_paused_client_that_reads_its_answers_is_not_idle() {
+fn a_client_still_reading_its_answers_is_not_idle() {
+    // 3,000 lines of 20-byte answers: the server reads them all at once,
+    // and 60 KB of answers wait for a client that reads 1 KB every 100 ms
+    // (6 s in all). Nothing arrives from it meanwhile, yet it is active:
+    // it is taking its answers. Then it sends one more line.
+    let mut args = LONG_ANSWERS.to_vec();
+    args.extend(["--idle-timeout", "2", "--output-timeout", "2"]);
+    let server = Server::start(&args);
+    let mut c = server.connect();
+    let lines = 3_000;
+    c.send(&b"x\n".repeat(lines));
+    let mut got = 0;
+    let mut buf = vec![0; 1024];
+    while got < lines {
+        let n = c.stream.read(&mut buf).expect("read answers");
+        assert!(n > 0, "closed while reading its answers, after {got}");
+        got += buf[..n].iter().filter(|&&b| b == b'\n').count();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.ask("one more");
+}
+
+#[test]
+fn a_paused_client_that_reads_its_answers_loses_nothing() {
     // 100,000 lines sent at once, answers read slowly (about 50 KB/s,
     // 6 s in all): the server stops reading this client for most of that
-    // time, yet its answers keep being taken, so it is active. (Loopback's
-    // 64 KiB segments make that progress come in bursts about 1.3 s apart:
-    // the timeouts leave room for that.)
+    // time, and resumes as its answers drain. (Loopback's 64 KiB segments
+    // make that progress come in bursts about 1.3 s apart: the timeouts
+    // leave room for that.)
     let server = Server::start(&["--idle-timeout", "3", "--output-timeout", "3"]);
     let mut c = server.connect();
     let lines = 100_000;
