@@ -14,7 +14,7 @@
 //!   prints exactly [`USAGE`], and only without `sockets_passed`;
 //! - a config it serves is one the server can run: something to listen on
 //!   (or passed sockets), `min <= max`, no zero limit left as `Some(0)`,
-//!   timeouts within a century.
+//!   timeouts within a century, a keepalive the kernel takes.
 //!
 //! Messages echo the bad value verbatim, so an argument holding a line
 //! break yields a message of several lines; `ONE_LINE_EVEN_WITH_LINE_BREAKS`
@@ -78,7 +78,13 @@ fn check_served(cfg: &Config, sockets_passed: bool) {
     );
     assert_ne!(cfg.max_connections, Some(0));
     assert_ne!(cfg.max_line, Some(0));
-    for d in [cfg.idle_timeout, cfg.stats_interval] {
+    // The kernel's TCP_KEEPIDLE takes at most 32767 s.
+    assert!(
+        cfg.tcp_keepalive
+            .is_none_or(|d| !d.is_zero() && d <= Duration::from_secs(32767)),
+        "{cfg:?}"
+    );
+    for d in [cfg.idle_timeout, cfg.stats_interval, cfg.output_timeout] {
         assert!(d.is_none_or(|d| !d.is_zero() && d <= CENTURY), "{cfg:?}");
     }
     assert!(cfg.shutdown_timeout <= CENTURY, "{cfg:?}");
