@@ -6,7 +6,7 @@
 //! is empty at the start of every drive) fire on the way. The seed is new
 //! each run, so CI explores; a failure prints it, and `CHAOS_SEED=N cargo
 //! test --test chaos` (or the printed `--seed N --only R:C`) replays it.
-//! `CHAOS_SECONDS` sets the time per mode (default 15: about 60 s in all).
+//! `CHAOS_SECONDS` sets the time per mode (default 12: about 60 s in all).
 
 mod common;
 
@@ -24,7 +24,7 @@ fn chaos_clients_in_every_mode_keep_every_invariant() {
     let seconds: u64 = std::env::var("CHAOS_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(15);
+        .unwrap_or(12);
     let mut child = Command::new(common::chaos_bin())
         .args(["--server", common::bin(), "--mode", "all"])
         .args(["--seed", &seed, "--seconds", &seconds.to_string()])
@@ -33,9 +33,9 @@ fn chaos_clients_in_every_mode_keep_every_invariant() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start the chaos client");
-    // Four modes; each ends its last round within the client deadline and
+    // Five modes; each ends its last round within the client deadline and
     // settles within seconds: a hang is a failure, never a stuck CI.
-    let limit = Duration::from_secs(4 * (seconds + 90));
+    let limit = Duration::from_secs(5 * (seconds + 90));
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -57,7 +57,7 @@ fn chaos_clients_in_every_mode_keep_every_invariant() {
         status.success() && report.contains("all invariants held"),
         "chaos run failed (seed {seed}; replay: CHAOS_SEED={seed} cargo test --test chaos):\n{report}"
     );
-    for mode in ["tcp", "unix", "proxy", "busy"] {
+    for mode in ["tcp", "unix", "proxy", "busy", "limits"] {
         assert!(
             report.contains(&format!("mode {mode}: ")) && report.contains(" rounds, "),
             "mode {mode} did not run:\n{report}"

@@ -230,8 +230,12 @@ fn read_all(mut sock: Sock, style: Reader, deadline: Instant) -> (Vec<u8>, ReadE
     }
 }
 
-/// What a client may see when `--max-connections` turned it away.
-const ERR_BUSY: &[u8] = b"ERR server busy\n";
+/// What a client may see when it is turned away: `--max-connections`,
+/// `--max-connections-per-ip`.
+const REFUSALS: [&[u8]; 2] = [
+    b"ERR server busy\n",
+    b"ERR too many connections from your address\n",
+];
 
 /// Judges one outcome. `busy_possible`: `--max-connections` is small, so
 /// the client may have been turned away instead of served.
@@ -242,13 +246,18 @@ pub fn judge(
     max_line: usize,
     busy_possible: bool,
 ) -> Result<(), String> {
-    if busy_possible && out.got.starts_with(b"ERR server busy") {
+    // The refusal these bytes begin (or, cut short by a reset, are the
+    // start of); an answer never begins with `E`.
+    let refusal = REFUSALS
+        .iter()
+        .find(|r| !out.got.is_empty() && r.starts_with(&out.got[..out.got.len().min(r.len())]));
+    if let (true, Some(refusal)) = (busy_possible, refusal) {
         // Turned away: the error line and nothing else, then EOF; a reset
         // only where the server had to close at once (all busy slots
         // taken), and then what arrived is a prefix of the error line.
         return match out.end {
-            ReadEnd::Eof if out.got == ERR_BUSY => Ok(()),
-            ReadEnd::Reset if ERR_BUSY.starts_with(&out.got) => Ok(()),
+            ReadEnd::Eof if out.got == *refusal => Ok(()),
+            ReadEnd::Reset if refusal.starts_with(&out.got) => Ok(()),
             ReadEnd::NotRead => Ok(()),
             _ => Err(format!(
                 "turned away, but got {} and {:?}",

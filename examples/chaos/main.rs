@@ -22,7 +22,9 @@
 //! `--proxy-protocol` valid, garbage and truncated v1/v2 headers.
 //!
 //! Modes: `tcp`, `unix` (a Unix socket), `proxy` (`--proxy-protocol`),
-//! `busy` (`--max-connections` well below the clients), or `all`.
+//! `busy` (`--max-connections` well below the clients), `limits` (a small
+//! `--max-connections-per-ip`, `--output-budget`, `--output-timeout`,
+//! `--idle-timeout` and `--tcp-keepalive`), or `all`.
 //!
 //! Invariants, per client: every complete line before the end answered
 //! exactly once, in range; `ERR line too long` when owed; then EOF; nothing
@@ -86,6 +88,7 @@ enum Mode {
     Unix,
     Proxy,
     Busy,
+    Limits,
 }
 
 impl Mode {
@@ -95,6 +98,7 @@ impl Mode {
             Mode::Unix => "unix",
             Mode::Proxy => "proxy",
             Mode::Busy => "busy",
+            Mode::Limits => "limits",
         }
     }
 }
@@ -168,6 +172,24 @@ fn server_args(
             "--max-connections".into(),
             (args.clients / 4).max(1).to_string(),
         ]),
+        // Every per-client bound small enough to be hit: a third of the
+        // clients per address, a budget a few never-readers exceed, and
+        // timeouts well above any pause a checked plan makes.
+        Mode::Limits => a.extend(
+            [
+                "--max-connections-per-ip",
+                &(args.clients / 3).max(1).to_string(),
+                "--output-budget",
+                "256K",
+                "--output-timeout",
+                "3",
+                "--idle-timeout",
+                "5",
+                "--tcp-keepalive",
+                "5",
+            ]
+            .map(String::from),
+        ),
         _ => {}
     }
     a.extend(args.extra.iter().cloned());
@@ -192,7 +214,7 @@ fn run_mode(args: &Args, mode: Mode) -> Result<(), String> {
         proxy: mode == Mode::Proxy,
         max_line,
     };
-    let busy_possible = mode == Mode::Busy;
+    let busy_possible = matches!(mode, Mode::Busy | Mode::Limits);
     println!(
         "chaos: mode {}: server pid {} with {}",
         mode.name(),
@@ -402,8 +424,13 @@ fn parse_args() -> Result<Args, String> {
                     "unix" => vec![Mode::Unix],
                     "proxy" => vec![Mode::Proxy],
                     "busy" => vec![Mode::Busy],
-                    "all" => vec![Mode::Tcp, Mode::Unix, Mode::Proxy, Mode::Busy],
-                    _ => return Err(format!("--mode: tcp, unix, proxy, busy or all, not {v:?}")),
+                    "limits" => vec![Mode::Limits],
+                    "all" => vec![Mode::Tcp, Mode::Unix, Mode::Proxy, Mode::Busy, Mode::Limits],
+                    _ => {
+                        return Err(format!(
+                            "--mode: tcp, unix, proxy, busy, limits or all, not {v:?}"
+                        ));
+                    }
                 };
             }
             _ => {
