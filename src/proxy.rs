@@ -28,8 +28,10 @@ const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 pub enum Header {
     /// A proxied connection from this client.
     Client(SocketAddr),
-    /// `LOCAL` (v2: the proxy's own connection, e.g. a health check) or
-    /// `UNKNOWN`/unspecified: no client address; keep the socket's.
+    /// `LOCAL` (v2: the proxy's own connection, e.g. a health check),
+    /// `UNKNOWN` (v1), or a v2 PROXY header for an unspecified family or
+    /// transport, UDP or a Unix socket: no TCP client address; keep the
+    /// socket's.
     Local,
 }
 
@@ -102,42 +104,106 @@ impl HeaderParser {
     }
 }
 
-/// `PROXY TCP4 SRC DST SPORT DPORT\r\n`, or `PROXY UNKNOWN ...\r\n`.
+/// `PROXY TCP4 SRC DST SPORT DPORT\r\n`, or `PROXY UNKNOWN ...\r\n`, read as
+/// strictly as the specification (section 2.1) writes it: six fields split
+/// by single spaces, both addresses of the named family, both ports plain
+/// decimal.
 fn parse_v1(line: &[u8]) -> Result<Header, &'static str> {
     let line = line
         .strip_suffix(b"\r\n")
         .ok_or("PROXY v1 header not ended by CRLF")?;
-    let text = std::str::from_utf8(line).map_err(|_| "PROXY v1 header is not ASCII")?;
-    let fields: Vec<&str> = text.split(' ').collect();
-    match fields.as_slice() {
-        ["PROXY", "UNKNOWN", ..] => Ok(Header::Local),
-        ["PROXY", proto @ ("TCP4" | "TCP6"), src, _dst, sport, _dport] => {
-            let ip: IpAddr = src.parse().map_err(|_| "bad source address in PROXY v1")?;
-            if ip.is_ipv4() != (*proto == "TCP4") {
-                return Err("PROXY v1 address does not match its protocol");
-            }
-            let port: u16 = sport.parse().map_err(|_| "bad source port in PROXY v1")?;
-            Ok(Header::Client(SocketAddr::new(ip, port)))
-        }
-        _ => Err("malformed PROXY v1 header"),
+    // "The receiver must ignore anything presented before the CRLF": any
+    // bytes at all, within the 107-byte limit already enforced.
+    if line == b"PROXY UNKNOWN" || line.starts_with(b"PROXY UNKNOWN ") {
+        return Ok(Header::Local);
     }
+    let text = std::str::from_utf8(line)
+        .ok()
+        .filter(|t| t.is_ascii())
+        .ok_or("PROXY v1 header is not ASCII")?;
+    // `check` saw "PROXY " first, so there are at least two fields.
+    let fields: Vec<&str> = text.split(' ').collect();
+    let v4 = match fields[1] {
+        "TCP4" => true,
+        "TCP6" => false,
+        _ => return Err("PROXY v1 protocol is not TCP4, TCP6 or UNKNOWN"),
+    };
+    let [_, _, src, dst, sport, dport] = fields[..] else {
+        return Err("PROXY v1 header is not six fields split by single spaces");
+    };
+    let src = v1_address(src, v4, "bad source address in PROXY v1")?;
+    v1_address(dst, v4, "bad destination address in PROXY v1")?;
+    let sport = v1_port(sport).ok_or("bad source port in PROXY v1")?;
+    v1_port(dport).ok_or("bad destination port in PROXY v1")?;
+    Ok(Header::Client(SocketAddr::new(src, sport)))
 }
 
-/// A complete v2 header (signature checked, length complete).
+/// An address of the family its protocol names (`TCP4`: `v4`).
+fn v1_address(field: &str, v4: bool, bad: &'static str) -> Result<IpAddr, &'static str> {
+    let ip: IpAddr = field.parse().map_err(|_| bad)?;
+    if ip.is_ipv4() != v4 {
+        return Err("PROXY v1 address does not match its protocol");
+    }
+    Ok(ip)
+}
+
+/// "A decimal integer in the range [0..65535]", with no sign and no
+/// leading zero ("heading zeroes are not permitted").
+fn v1_port(field: &str) -> Option<u16> {
+    let digits = field.as_bytes();
+    let plain = matches!(digits, [b'0'] | [b'1'..=b'9', ..])
+        && digits.len() <= 5
+        && digits.iter().all(u8::is_ascii_digit);
+    if !plain {
+        return None;
+    }
+    field.parse().ok()
+}
+
+/// A complete v2 header (signature checked, length complete), read as the
+/// specification (section 2.2) says.
 fn parse_v2(b: &[u8]) -> Result<Header, &'static str> {
     if b[12] >> 4 != 2 {
         return Err("PROXY v2 header with an unknown version");
     }
+    match b[12] & 0x0F {
+        // LOCAL: the proxy speaking for itself (health checks). The
+        // receiver "must discard the protocol block including the family
+        // which is ignored": any family byte, any block.
+        0 => return Ok(Header::Local),
+        1 => {}
+        _ => return Err("PROXY v2 header with an unknown command"),
+    }
+    let (family, transport) = (b[13] >> 4, b[13] & 0x0F);
+    // Values other than these "must be rejected as invalid by receivers".
+    if family > 3 {
+        return Err("PROXY v2 header with an unknown address family");
+    }
+    if transport > 2 {
+        return Err("PROXY v2 header with an unknown transport protocol");
+    }
+    // UNSPEC family or transport: the receiver may accept the connection
+    // and "should ignore address information": keep the socket's address.
+    if family == 0 || transport == 0 {
+        return Ok(Header::Local);
+    }
+    // Two addresses and, for IP, two ports: 2*4+2*2, 2*16+2*2, 2*108.
     let addr = &b[16..];
-    match (b[12] & 0x0F, b[13]) {
-        // LOCAL: the proxy speaking for itself (health checks).
-        (0, _) => Ok(Header::Local),
-        (1, 0x11) if addr.len() >= 12 => {
+    let needed = match family {
+        1 => 12,
+        2 => 36,
+        _ => 216,
+    };
+    if addr.len() < needed {
+        return Err("PROXY v2 address block too short");
+    }
+    match (family, transport) {
+        (1, 1) => {
             let ip = Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]);
             let port = u16::from_be_bytes([addr[8], addr[9]]);
             Ok(Header::Client(SocketAddr::new(ip.into(), port)))
         }
-        (1, 0x21) if addr.len() >= 36 => {
+        (2, 1) => {
             let mut octets = [0u8; 16];
             octets.copy_from_slice(&addr[..16]);
             let port = u16::from_be_bytes([addr[32], addr[33]]);
@@ -146,11 +212,9 @@ fn parse_v2(b: &[u8]) -> Result<Header, &'static str> {
                 port,
             )))
         }
-        (1, 0x11 | 0x21) => Err("PROXY v2 address block too short"),
-        // Unspecified, UDP or Unix-socket clients: nothing to log as a
-        // TCP peer; keep the socket's own address.
-        (1, _) => Ok(Header::Local),
-        _ => Err("PROXY v2 header with an unknown command"),
+        // UDP, or a Unix socket (stream or datagram): no TCP client
+        // address to use; keep the socket's own.
+        _ => Ok(Header::Local),
     }
 }
 
@@ -280,6 +344,225 @@ mod tests {
         ));
     }
 
+    /// A complete header's outcome: the same at every split and with a line
+    /// after it, decided at its last byte, never past it.
+    fn whole(header: &[u8]) -> Result<Header, &'static str> {
+        let (used, r) = parse_split(header);
+        assert_eq!(
+            used,
+            header.len(),
+            "{:?}",
+            header.escape_ascii().to_string()
+        );
+        let input = [header, b"STOP\n"].concat();
+        assert_eq!(HeaderParser::new().advance(&input), (header.len(), Some(r)));
+        r
+    }
+
+    fn v1(line: &str) -> Result<Header, &'static str> {
+        whole(format!("{line}\r\n").as_bytes())
+    }
+
+    #[test]
+    fn v1_ports_are_plain_decimal_without_sign_or_leading_zero() {
+        for port in ["0", "7", "80", "65535"] {
+            let want = Ok(Header::Client(format!("1.2.3.4:{port}").parse().unwrap()));
+            assert_eq!(v1(&format!("PROXY TCP4 1.2.3.4 5.6.7.8 {port} 80")), want);
+            assert!(v1(&format!("PROXY TCP4 1.2.3.4 5.6.7.8 80 {port}")).is_ok());
+        }
+        for port in [
+            "+80", "-1", "080", "00", "0080", "65536", "99999", "123456", "0x50", "8O", "",
+        ] {
+            assert_eq!(
+                v1(&format!("PROXY TCP4 1.2.3.4 5.6.7.8 {port} 80")),
+                Err("bad source port in PROXY v1"),
+                "{port:?}"
+            );
+            assert_eq!(
+                v1(&format!("PROXY TCP4 1.2.3.4 5.6.7.8 80 {port}")),
+                Err("bad destination port in PROXY v1"),
+                "{port:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn v1_destination_is_checked_like_the_source() {
+        assert_eq!(
+            v1("PROXY TCP4 1.2.3.4 garbage +80 x"),
+            Err("bad destination address in PROXY v1")
+        );
+        assert_eq!(
+            v1("PROXY TCP4 garbage 1.2.3.4 80 80"),
+            Err("bad source address in PROXY v1")
+        );
+        // Heading zeroes in an IPv4 address: refused (octal confusion).
+        assert_eq!(
+            v1("PROXY TCP4 1.2.3.4 5.6.7.08 80 80"),
+            Err("bad destination address in PROXY v1")
+        );
+        for mismatch in [
+            "PROXY TCP4 1.2.3.4 ::1 80 80",
+            "PROXY TCP4 ::1 1.2.3.4 80 80",
+            "PROXY TCP6 ::1 1.2.3.4 80 80",
+            "PROXY TCP6 1.2.3.4 ::1 80 80",
+        ] {
+            assert_eq!(
+                v1(mismatch),
+                Err("PROXY v1 address does not match its protocol"),
+                "{mismatch}"
+            );
+        }
+        assert_eq!(
+            v1("PROXY TCP6 2001:db8::1 ::ffff:192.0.2.1 80 443"),
+            Ok(Header::Client("[2001:db8::1]:80".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn v1_is_six_fields_split_by_single_spaces() {
+        let six = "PROXY TCP4 1.2.3.4 5.6.7.8 80 443";
+        assert!(v1(six).is_ok());
+        for bad in [
+            "PROXY TCP4 1.2.3.4 5.6.7.8 80",
+            "PROXY TCP4 1.2.3.4 5.6.7.8 80 443 extra",
+            "PROXY TCP4 1.2.3.4 5.6.7.8 80 443 ",
+            "PROXY TCP4  1.2.3.4 5.6.7.8 80 443",
+            "PROXY TCP4 1.2.3.4 5.6.7.8 80  443",
+            "PROXY TCP4",
+        ] {
+            assert_eq!(
+                v1(bad),
+                Err("PROXY v1 header is not six fields split by single spaces"),
+                "{bad:?}"
+            );
+        }
+        for bad in [
+            "PROXY TCP5 1.2.3.4 5.6.7.8 80 443",
+            "PROXY tcp4 1.2.3.4 5.6.7.8 80 443",
+            "PROXY  TCP4 1.2.3.4 5.6.7.8 80 443",
+            "PROXY UNKNOWNX",
+            "PROXY ",
+        ] {
+            assert_eq!(
+                v1(bad),
+                Err("PROXY v1 protocol is not TCP4, TCP6 or UNKNOWN"),
+                "{bad:?}"
+            );
+        }
+        // A tab is not a space; bytes past ASCII are not an address.
+        assert_eq!(
+            v1("PROXY TCP4 1.2.3.4\t5.6.7.8 80 443"),
+            Err("PROXY v1 header is not six fields split by single spaces")
+        );
+        assert_eq!(
+            whole(b"PROXY TCP4 1.2.3.4 5.6.7.8 80 44\xd9\xa3\r\n"),
+            Err("PROXY v1 header is not ASCII")
+        );
+        // A lone CR or LF does not end the line.
+        assert_eq!(
+            whole(b"PROXY TCP4 1.2.3.4 5.6.7.8 80 443\n"),
+            Err("PROXY v1 header not ended by CRLF")
+        );
+    }
+
+    #[test]
+    fn v1_unknown_ignores_any_bytes_before_the_crlf() {
+        for h in [
+            &b"PROXY UNKNOWN\r\n"[..],
+            b"PROXY UNKNOWN \r\n",
+            b"PROXY UNKNOWN \xff\r\n",
+            b"PROXY UNKNOWN \0\r\x80 \xc3( 1.2.3.4\r\n",
+            b"PROXY UNKNOWN ffff::1 ffff::2 65535 65535\r\n",
+        ] {
+            assert_eq!(whole(h), Ok(Header::Local), "{h:?}");
+        }
+        // The longest, 107 bytes, with no byte of it ASCII after UNKNOWN.
+        let longest = [b"PROXY UNKNOWN ".as_slice(), &[0xfe; 91], b"\r\n"].concat();
+        assert_eq!(longest.len(), V1_MAX);
+        assert_eq!(whole(&longest), Ok(Header::Local));
+        let too_long = [b"PROXY UNKNOWN ".as_slice(), &[0xfe; 92], b"\r\n"].concat();
+        assert_eq!(
+            HeaderParser::new().advance(&too_long),
+            (V1_MAX, Some(Err("PROXY v1 header longer than 107 bytes")))
+        );
+    }
+
+    #[test]
+    fn v2_families_and_transports_are_those_the_specification_defines() {
+        // LOCAL ignores the family byte and the block, whatever they are.
+        for fam in [0x00, 0x11, 0x41, 0x13, 0xff] {
+            assert_eq!(whole(&v2(0x20, fam, &[9; 40])), Ok(Header::Local));
+            assert_eq!(whole(&v2(0x20, fam, &[])), Ok(Header::Local));
+        }
+        // PROXY with an undefined family or transport nibble: refused.
+        for fam in [0x41, 0x40, 0x51, 0xf1, 0xff] {
+            assert_eq!(
+                whole(&v2(0x21, fam, &[0; 216])),
+                Err("PROXY v2 header with an unknown address family"),
+                "{fam:#x}"
+            );
+        }
+        for fam in [0x13, 0x03, 0x1f, 0x23, 0x33] {
+            assert_eq!(
+                whole(&v2(0x21, fam, &[0; 216])),
+                Err("PROXY v2 header with an unknown transport protocol"),
+                "{fam:#x}"
+            );
+        }
+        // UNSPEC family or transport: the address is ignored, however short.
+        for fam in [0x00, 0x01, 0x02, 0x10, 0x20, 0x30] {
+            assert_eq!(whole(&v2(0x21, fam, &[])), Ok(Header::Local), "{fam:#x}");
+            assert_eq!(
+                whole(&v2(0x21, fam, &[1; 7])),
+                Ok(Header::Local),
+                "{fam:#x}"
+            );
+        }
+        // Commands other than LOCAL and PROXY.
+        for cmd in [0x22, 0x2f] {
+            assert_eq!(
+                whole(&v2(cmd, 0x11, &[0; 12])),
+                Err("PROXY v2 header with an unknown command")
+            );
+        }
+    }
+
+    #[test]
+    fn v2_address_blocks_must_hold_both_addresses() {
+        // TCP and UDP over IPv4 and IPv6, Unix stream and datagram: the
+        // shortest block allowed, and one byte less.
+        for (fam, len) in [
+            (0x11, 12),
+            (0x12, 12),
+            (0x21, 36),
+            (0x22, 36),
+            (0x31, 216),
+            (0x32, 216),
+        ] {
+            assert_eq!(
+                whole(&v2(0x21, fam, &vec![0; len - 1])),
+                Err("PROXY v2 address block too short"),
+                "{fam:#x}"
+            );
+            assert!(whole(&v2(0x21, fam, &vec![0; len])).is_ok(), "{fam:#x}");
+        }
+        // UDP and Unix clients are not TCP peers: no client address.
+        let mut unix = vec![0; 216];
+        unix[..9].copy_from_slice(b"/run/sock");
+        assert_eq!(whole(&v2(0x21, 0x31, &unix)), Ok(Header::Local));
+        assert_eq!(whole(&v2(0x21, 0x32, &unix)), Ok(Header::Local));
+        assert_eq!(whole(&v2(0x21, 0x12, &[1; 12])), Ok(Header::Local));
+        assert_eq!(whole(&v2(0x21, 0x22, &[1; 36])), Ok(Header::Local));
+        // TCP with TLVs after the addresses.
+        let mut block = vec![10, 0, 0, 1, 10, 0, 0, 2, 0x1f, 0x90, 0, 80];
+        block.extend_from_slice(&[0x01, 0x00, 0x02, b'h', b'2']);
+        assert_eq!(
+            whole(&v2(0x21, 0x11, &block)),
+            Ok(Header::Client("10.0.0.1:8080".parse().unwrap()))
+        );
+    }
+
     fn ports() -> impl Strategy<Value = (u16, u16)> {
         (any::<u16>(), any::<u16>())
     }
@@ -313,16 +596,18 @@ mod tests {
                 format!("PROXY TCP6 {s} {d} {sp} {dp}\r\n").into_bytes(),
                 Header::Client(SocketAddr::new(s.into(), sp)),
             )),
-            // UNKNOWN, then anything (printable) up to the 107-byte limit.
-            prop::collection::vec(0x20u8..0x7f, 0..=91).prop_map(|rest| {
-                let mut h = b"PROXY UNKNOWN".to_vec();
-                if !rest.is_empty() {
-                    h.push(b' ');
-                    h.extend_from_slice(&rest);
+            // UNKNOWN, then any bytes but LF up to the 107-byte limit.
+            prop::collection::vec(any::<u8>().prop_filter("LF", |b| *b != b'\n'), 0..=91).prop_map(
+                |rest| {
+                    let mut h = b"PROXY UNKNOWN".to_vec();
+                    if !rest.is_empty() {
+                        h.push(b' ');
+                        h.extend_from_slice(&rest);
+                    }
+                    h.extend_from_slice(b"\r\n");
+                    (h, Header::Local)
                 }
-                h.extend_from_slice(b"\r\n");
-                (h, Header::Local)
-            }),
+            ),
             (any::<[u8; 4]>(), any::<[u8; 4]>(), ports(), tlvs()).prop_map(
                 |(s, d, (sp, dp), tlvs)| {
                     let block = [&s[..], &d, &sp.to_be_bytes(), &dp.to_be_bytes(), &tlvs].concat();
@@ -337,15 +622,23 @@ mod tests {
                     (v2(0x21, 0x21, &block), Header::Client(client))
                 }
             ),
-            // PROXY over UNSPEC (no address), or UDP: no TCP client.
+            // PROXY over UDP or a Unix socket: no TCP client.
             (
-                prop::sample::select(&[(0x00u8, 0usize), (0x12, 12), (0x22, 36)][..]),
+                prop::sample::select(
+                    &[(0x12u8, 12usize), (0x22, 36), (0x31, 216), (0x32, 216)][..]
+                ),
                 tlvs()
             )
                 .prop_map(|((fam, len), tlvs)| {
                     let block = [vec![7; len], tlvs].concat();
                     (v2(0x21, fam, &block), Header::Local)
                 }),
+            // PROXY with an UNSPEC family or transport: any block, ignored.
+            (
+                prop::sample::select(&[0x00u8, 0x01, 0x02, 0x10, 0x20, 0x30][..]),
+                prop::collection::vec(any::<u8>(), 0..64)
+            )
+                .prop_map(|(fam, block)| (v2(0x21, fam, &block), Header::Local)),
             // LOCAL: family and block ignored, up to the largest header.
             (
                 any::<u8>(),
@@ -455,6 +748,40 @@ mod tests {
                 None => prop_assert!(input.len() < bound, "undecided after {}", input.len()),
                 Some(_) => prop_assert!((1..=bound).contains(&used), "decided after {used}"),
             }
+        }
+
+        /// A v1 port is accepted only as the specification writes it: no
+        /// sign, no leading zero, at most 65535; in either position.
+        #[test]
+        fn v1_ports_are_strict(
+            sign in prop::sample::select(&["", "+", "-"][..]),
+            zeros in 0usize..3,
+            n in 0u32..200_000,
+            dest: bool,
+        ) {
+            let port = format!("{sign}{}{n}", "0".repeat(zeros));
+            let (sport, dport) = if dest { ("80", port.as_str()) } else { (port.as_str(), "80") };
+            let line = format!("PROXY TCP4 192.0.2.1 192.0.2.2 {sport} {dport}\r\n");
+            let (used, outcome) = HeaderParser::new().advance(line.as_bytes());
+            prop_assert_eq!(used, line.len());
+            let valid = sign.is_empty() && zeros == 0 && n <= 65535;
+            prop_assert_eq!(outcome.unwrap().is_ok(), valid, "{}", line);
+        }
+
+        /// A v2 PROXY header naming a family or transport the specification
+        /// does not define is refused, whatever its block; LOCAL is not.
+        #[test]
+        fn v2_undefined_families_are_refused(
+            fam in any::<u8>().prop_filter("undefined", |f| f >> 4 > 3 || f & 15 > 2),
+            block in prop::collection::vec(any::<u8>(), 0..=MAX_HEADER - 16),
+        ) {
+            let h = v2(0x21, fam, &block);
+            prop_assert_eq!(HeaderParser::new().advance(&h).0, h.len());
+            prop_assert!(matches!(HeaderParser::new().advance(&h).1, Some(Err(_))));
+            prop_assert_eq!(
+                HeaderParser::new().advance(&v2(0x20, fam, &block)),
+                (h.len(), Some(Ok(Header::Local)))
+            );
         }
     }
 }
