@@ -4,8 +4,8 @@
 //! one-line message names the offending value. Nothing here touches the
 //! network or the file system; binding happens in [`crate::server`].
 
-use std::ffi::OsString;
-use std::fmt;
+use std::ffi::{OsStr, OsString};
+use std::fmt::{self, Write as _};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -99,7 +99,8 @@ pub enum Command {
 pub enum CliError {
     /// Nothing to listen on: print [`USAGE`].
     NoListener,
-    /// One line naming the bad value.
+    /// One line naming the bad value (escaped, so that it stays one line
+    /// whatever the value holds).
     Invalid(String),
 }
 
@@ -116,7 +117,14 @@ impl std::error::Error for CliError {}
 
 impl From<lexopt::Error> for CliError {
     fn from(e: lexopt::Error) -> Self {
-        CliError::Invalid(e.to_string())
+        // lexopt quotes an unknown option as it is; the values it names it
+        // writes with `{:?}`, escaped already.
+        CliError::Invalid(match e {
+            lexopt::Error::UnexpectedOption(option) => {
+                format!("invalid option '{}'", shown(option.as_ref()))
+            }
+            e => one_line(&e.to_string()),
+        })
     }
 }
 
@@ -305,20 +313,17 @@ impl Config {
                     cfg.stats_interval = (!d.is_zero()).then_some(d);
                 }
                 Value(v) => {
-                    let v = v.to_string_lossy().into_owned();
                     if port.is_some() {
                         return Err(invalid("argument", &v, "only one PORT may be given"));
                     }
-                    port = Some(parse_port(&v)?);
+                    port = Some(parse_port(v.to_str().ok_or_else(|| bad_port(&v))?)?);
                 }
                 // `randline -10`: lexopt sees option `-1` with `0` attached.
                 // Put the number back together so the message names it.
                 Short(c) if c.is_ascii_digit() => {
-                    let rest = parser
-                        .optional_value()
-                        .map(|v| v.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    return Err(bad_port(&format!("-{c}{rest}")));
+                    let mut value = OsString::from(format!("-{c}"));
+                    value.extend(parser.optional_value());
+                    return Err(bad_port(&value));
                 }
                 _ => return Err(arg.unexpected().into()),
             }
@@ -371,20 +376,55 @@ pub fn from_args_or_exit_code(
     }
 }
 
-fn invalid(what: &str, value: &str, why: &str) -> CliError {
+/// `--flag VALUE` was wrong: one line naming the value ([`shown`]) and why.
+fn invalid(what: &str, value: impl AsRef<OsStr>, why: &str) -> CliError {
+    let (value, why) = (shown(value.as_ref()), one_line(why));
     CliError::Invalid(format!("invalid value '{value}' for {what}: {why}"))
 }
 
-fn bad_port(value: &str) -> CliError {
+fn bad_port(value: impl AsRef<OsStr>) -> CliError {
     CliError::Invalid(format!(
-        "invalid port '{value}': expected a number from 0 to 65535"
+        "invalid port '{}': expected a number from 0 to 65535",
+        shown(value.as_ref())
     ))
 }
 
 fn string_value(parser: &mut lexopt::Parser, flag: &str) -> Result<String, CliError> {
     let raw = parser.value()?;
     raw.into_string()
-        .map_err(|raw| invalid(flag, &raw.to_string_lossy(), "not valid UTF-8"))
+        .map_err(|raw| invalid(flag, &raw, "not valid UTF-8"))
+}
+
+/// A value from the command line as an error message quotes it: on one
+/// line, whatever it holds, so that no argument can add a line of its own
+/// to stderr or a log. Line breaks, tabs, other control and non-printable
+/// characters, quotes and backslashes are escaped as Rust writes them
+/// (`\n`, `\u{2028}`, `\'`, `\\`), bytes that are not UTF-8 as `\xFF`;
+/// ordinary text (`12a`, `[::1]:7000`, `é`) is left as it is.
+fn shown(value: &OsStr) -> String {
+    let mut out = String::new();
+    for chunk in value.as_encoded_bytes().utf8_chunks() {
+        out.extend(chunk.valid().escape_debug());
+        for byte in chunk.invalid() {
+            let _ = write!(out, "\\x{byte:02X}");
+        }
+    }
+    out
+}
+
+/// Text that is not a quoted value (a reason from the standard library, a
+/// message from lexopt) with any control or line-separating character
+/// escaped, so that it too stays on one line.
+fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn number<T: std::str::FromStr>(parser: &mut lexopt::Parser, flag: &str) -> Result<T, CliError>
@@ -400,7 +440,7 @@ fn seconds(parser: &mut lexopt::Parser, flag: &str) -> Result<Duration, CliError
     let n: u64 = number(parser, flag)?;
     // Keep `Instant + Duration` far from overflow.
     if n > 100 * 365 * 24 * 3600 {
-        return Err(invalid(flag, &n.to_string(), "more than a century"));
+        return Err(invalid(flag, n.to_string(), "more than a century"));
     }
     Ok(Duration::from_secs(n))
 }
@@ -533,6 +573,55 @@ mod tests {
     fn errors_are_one_line() {
         for args in [&["12a"][..], &["--max-connections", "0"], &["--min"]] {
             assert!(!error(args).contains('\n'), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn values_are_escaped_so_that_every_error_is_one_line() {
+        use std::os::unix::ffi::OsStringExt;
+
+        assert_eq!(
+            error(&["--seed", "1\nrandline: injected", "1"]),
+            "invalid value '1\\nrandline: injected' for --seed: invalid digit found in string"
+        );
+        assert_eq!(
+            error(&["80\n81"]),
+            "invalid port '80\\n81': expected a number from 0 to 65535"
+        );
+        assert_eq!(
+            error(&["--frob\r\nicate", "1"]),
+            "invalid option '--frob\\r\\nicate'"
+        );
+        assert_eq!(
+            error(&["-1\n2"]),
+            "invalid port '-1\\n2': expected a number from 0 to 65535"
+        );
+        assert!(error(&["--listen", "x\ny"]).contains("'x\\ny'"));
+        assert!(error(&["--log-format", "te\u{2028}xt", "1"]).contains("'te\\u{2028}xt'"));
+        assert!(error(&["--output-budget", "1\t", "1"]).contains("'1\\t'"));
+        assert!(error(&["1", "it's \"2\" C:\\"]).contains(r#"'it\'s \"2\" C:\\'"#));
+        // Printable text beyond ASCII is shown as it is.
+        assert!(error(&["--log-format", "journal·d", "1"]).contains("'journal·d'"));
+        // Bytes that are not UTF-8 are shown as bytes, not as U+FFFD.
+        let not_utf8 = |bytes: &[u8]| OsString::from_vec(bytes.to_vec());
+        let bad = Config::parse([not_utf8(b"--seed"), not_utf8(b"1\xff\n"), "1".into()]);
+        assert_eq!(
+            bad.unwrap_err().to_string(),
+            "invalid value '1\\xFF\\n' for --seed: not valid UTF-8"
+        );
+        let bad = Config::parse([not_utf8(b"8\xc3\n")]);
+        assert!(bad.unwrap_err().to_string().contains("'8\\xC3\\n'"));
+        // Whatever the arguments hold, no message holds a control character.
+        for args in [
+            &["--seed", "\u{85}\u{1b}[2J\0"][..],
+            &["--min", "\r"],
+            &["--max-connections", "\x0b"],
+            &["--reuse-port=\n", "1"],
+            &["--unix", "", "\n"],
+            &["-\n"],
+        ] {
+            let msg = error(args);
+            assert!(!msg.contains(char::is_control), "{args:?}: {msg:?}");
         }
     }
 

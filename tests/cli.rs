@@ -54,6 +54,37 @@ fn bad_values_get_one_line_naming_them_and_exit_2() {
 }
 
 #[test]
+fn a_value_holding_line_breaks_is_escaped_on_the_one_line() {
+    // Unescaped, each of these would print a second, forged stderr line.
+    for (args, shown) in [
+        (
+            &["--seed", "1\nrandline: injected", "8001"][..],
+            r"'1\nrandline: injected'",
+        ),
+        (&["80\n81"], r"'80\n81'"),
+        (&["--max-line", "1\r\nx", "8001"], r"'1\r\nx'"),
+        (&["--log-format", "text\n", "8001"], r"'text\n'"),
+        (&["--no-such\nflag", "8001"], r"'--no-such\nflag'"),
+    ] {
+        let out = run(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(
+            err.matches('\n').count(),
+            1,
+            "{args:?}: one line, got {err:?}"
+        );
+        assert!(
+            err.ends_with('\n') && !err.contains('\r'),
+            "{args:?}: {err:?}"
+        );
+        assert!(err.starts_with("randline: "), "{args:?}: {err:?}");
+        assert!(err.contains(shown), "{args:?}: {err:?} lacks {shown}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
 fn nothing_to_listen_on_prints_usage_and_exits_2() {
     for args in [&[][..], &["--seed", "1"]] {
         let out = run(args);
