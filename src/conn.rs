@@ -59,6 +59,16 @@ pub const OUT_LOW: usize = 16 * 1024;
 pub const OVER_BUDGET_BATCH: usize = 4 * 1024;
 /// Bytes one connection may read per loop turn before others get a go.
 pub const READ_BUDGET: usize = 64 * 1024;
+/// Bytes all connections together should read in one loop turn: a turn's
+/// length is what every client waits for its next go, so it must not grow
+/// with the number of busy clients. Each client's share for a turn is this
+/// divided among the turn's events, between [`MIN_READ_BUDGET`] and
+/// [`READ_BUDGET`]. 2 MiB of lines is about 40 ms of CPU (release build):
+/// with hundreds of clients pushing, an honest one still gets a go every
+/// few tenths of a second on a tenth of a core.
+pub const TURN_READ_BUDGET: usize = 2 << 20;
+/// A client's share of a turn never falls below this: a request still fits.
+pub const MIN_READ_BUDGET: usize = 4 * 1024;
 /// How long a closing connection may take to flush its answers.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long input is discarded after our FIN before the socket is closed.
@@ -109,6 +119,9 @@ pub struct Shared {
     /// `--output-budget`: past it, a client with answers waiting is not
     /// read from until they drain.
     pub output_budget: usize,
+    /// Bytes each connection may read this turn (the loop sets it per turn
+    /// from [`TURN_READ_BUDGET`]).
+    pub read_budget: usize,
 }
 
 impl Shared {
@@ -407,7 +420,7 @@ impl Conn {
     }
 
     fn drive_io(&mut self, token: Token, sh: &mut Shared, mut answers: Loan<'_>) -> Status {
-        let mut budget = READ_BUDGET;
+        let mut budget = sh.read_budget;
         loop {
             let mut client_done = false;
             let io = match self.phase {

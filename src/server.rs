@@ -21,7 +21,10 @@
 
 use crate::answers::AnswerBuf;
 use crate::config::Config;
-use crate::conn::{Conn, ERR_BUSY, ERR_TOO_MANY, Shared, Status, Timeouts, Why};
+use crate::conn::{
+    Conn, ERR_BUSY, ERR_TOO_MANY, MIN_READ_BUDGET, READ_BUDGET, Shared, Status, TURN_READ_BUDGET,
+    Timeouts, Why,
+};
 use crate::net::{ClientSockets, Listener, Peer, Stream};
 use crate::numbers::Numbers;
 use crate::per_ip::PerAddress;
@@ -238,6 +241,7 @@ impl Server {
                 per_ip: PerAddress::new(per_ip),
                 pending_out: 0,
                 output_budget: cfg.output_budget,
+                read_budget: crate::conn::READ_BUDGET,
             },
             answers: AnswerBuf::with_capacity(crate::conn::OUT_CAP + 64),
             clients: 0,
@@ -284,6 +288,10 @@ impl Server {
             }
             self.shared.now = Instant::now();
             self.shared.stats.wakeups += 1;
+            // This turn's share of TURN_READ_BUDGET for each client driven.
+            let driven = events.iter().count() + self.again.len();
+            self.shared.read_budget =
+                (TURN_READ_BUDGET / driven.max(1)).clamp(MIN_READ_BUDGET, READ_BUDGET);
             if let Some(from) = slept_from {
                 trace_wakeup(&events, self.shared.now - from, timeout);
             }

@@ -22,6 +22,24 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_randline")
 }
 
+/// The release build of the server, built (or brought up to date) first:
+/// for the tests whose bound is about CPU (a debug build is 20 times
+/// slower per line).
+pub fn release_bin() -> std::path::PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--bin", "randline"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build --release");
+    assert!(status.success(), "cannot build the release server");
+    let debug = std::path::Path::new(bin());
+    let target = debug
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target directory");
+    target.join("release").join("randline")
+}
+
 /// The chaos client (examples/chaos/), built beside the server: `cargo
 /// test` builds examples, but a filtered `cargo test --test NAME` may not.
 pub fn chaos_bin() -> std::path::PathBuf {
@@ -182,15 +200,35 @@ pub fn run_cmd(mut cmd: Command) -> std::process::Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the program");
+    // Drained on threads while it runs: a long output must not fill a
+    // pipe and stop the program before it can exit.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
     let deadline = Instant::now() + WAIT;
-    while child.try_wait().expect("try_wait").is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
         if Instant::now() > deadline {
             let _ = child.kill();
             panic!("{cmd:?} did not exit");
         }
         std::thread::sleep(Duration::from_millis(10));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().expect("stdout"),
+        stderr: stderr.join().expect("stderr"),
     }
-    child.wait_with_output().expect("output")
 }
 
 /// Answers of 19 digits (`--min`/`--max` flags): few lines make many bytes,
