@@ -6,7 +6,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fmt::{self, Write as _};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -70,6 +70,63 @@ pub struct Config {
     pub proxy_protocol: bool,
     /// `--log-format`; `None`: journald if `JOURNAL_STREAM` is set, else text.
     pub log_format: Option<LogFormat>,
+    /// `--metrics`: where to serve Prometheus metrics over HTTP.
+    pub metrics: Option<SocketAddr>,
+    /// `--proxy-from`: the networks a PROXY header is accepted from; empty:
+    /// every peer (with a warning at start).
+    pub proxy_from: Vec<Cidr>,
+    /// `--unix-mode`: the permission bits of `--unix` socket files.
+    pub unix_mode: Option<u32>,
+}
+
+/// A network, `ADDR/LEN`: `10.0.0.0/8`, `2001:db8::/32`; an address alone
+/// is one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// The network's address, with the host bits cleared.
+    pub net: IpAddr,
+    /// How many leading bits name the network.
+    pub len: u8,
+}
+
+impl Cidr {
+    /// True when `ip` is in this network. An IPv4-mapped IPv6 address is
+    /// the IPv4 address it maps.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => mask32(a.to_bits(), self.len) == n.to_bits(),
+            (IpAddr::V6(n), IpAddr::V6(a)) => mask128(a.to_bits(), self.len) == n.to_bits(),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.net, self.len)
+    }
+}
+
+/// The first `len` bits of `bits` (`len` ≤ 32).
+fn mask32(bits: u32, len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        bits & (u32::MAX << (32 - u32::from(len)))
+    }
+}
+
+/// The first `len` bits of `bits` (`len` ≤ 128).
+fn mask128(bits: u128, len: u8) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        bits & (u128::MAX << (128 - u32::from(len)))
+    }
 }
 
 /// How log lines look.
@@ -181,6 +238,14 @@ usage: randline [OPTIONS] [PORT]
       --proxy-protocol      every connection starts with a PROXY protocol header
                             (v1 or v2, as HAProxy's send-proxy sends); the client
                             it names is logged; no valid header, no answers
+      --proxy-from CIDR     with --proxy-protocol: accept connections only from
+                            this network (e.g. 10.0.0.0/8, 192.0.2.7); others
+                            are closed unanswered; repeatable (default: anyone,
+                            with a warning)
+      --unix-mode OCTAL     permission bits of --unix socket files, e.g. 660
+                            (default: from the umask)
+      --metrics ADDR        serve Prometheus metrics at http://ADDR/metrics
+                            (e.g. 127.0.0.1:9464); off by default
       --log-format FORMAT   text or journald (default: journald when
                             JOURNAL_STREAM is set, else text)
   -h, --help                print this help
@@ -233,6 +298,9 @@ impl Config {
             reuse_port: false,
             proxy_protocol: false,
             log_format: None,
+            metrics: None,
+            proxy_from: Vec::new(),
+            unix_mode: None,
         };
         let mut port: Option<u16> = None;
 
@@ -308,6 +376,41 @@ impl Config {
                         _ => return Err(invalid("--log-format", &v, "expected text or journald")),
                     });
                 }
+                Long("metrics") => {
+                    let v = parser.value()?;
+                    let text = v.to_str().unwrap_or("");
+                    cfg.metrics = Some(text.parse().map_err(|_| {
+                        invalid("--metrics", &v, "expected IP:PORT, e.g. 127.0.0.1:9464")
+                    })?);
+                }
+                Long("proxy-from") => {
+                    let v = parser.value()?;
+                    let cidr = v.to_str().and_then(parse_cidr).ok_or_else(|| {
+                        invalid(
+                            "--proxy-from",
+                            &v,
+                            "expected ADDR or ADDR/LEN, e.g. 10.0.0.0/8",
+                        )
+                    })?;
+                    cfg.proxy_from.push(cidr);
+                }
+                Long("unix-mode") => {
+                    let v = parser.value()?;
+                    let mode = v
+                        .to_str()
+                        .filter(|t| !t.is_empty() && t.len() <= 4)
+                        .filter(|t| t.bytes().all(|b| (b'0'..=b'7').contains(&b)))
+                        .and_then(|t| u32::from_str_radix(t, 8).ok())
+                        .filter(|m| *m <= 0o777)
+                        .ok_or_else(|| {
+                            invalid(
+                                "--unix-mode",
+                                &v,
+                                "expected octal permission bits, e.g. 660",
+                            )
+                        })?;
+                    cfg.unix_mode = Some(mode);
+                }
                 Long("stats-interval") => {
                     let d = seconds(&mut parser, "--stats-interval")?;
                     cfg.stats_interval = (!d.is_zero()).then_some(d);
@@ -337,6 +440,11 @@ impl Config {
         }
         if let Some(p) = port {
             cfg.listen.insert(0, SocketAddr::from(([0, 0, 0, 0], p)));
+        }
+        if !cfg.proxy_from.is_empty() && !cfg.proxy_protocol {
+            return Err(CliError::Invalid(
+                "--proxy-from is for --proxy-protocol: without it, no header is read".into(),
+            ));
         }
         if cfg.listen.is_empty() && cfg.unix.is_empty() && !sockets_passed {
             return Err(CliError::NoListener);
@@ -443,6 +551,30 @@ fn seconds(parser: &mut lexopt::Parser, flag: &str) -> Result<Duration, CliError
         return Err(invalid(flag, n.to_string(), "more than a century"));
     }
     Ok(Duration::from_secs(n))
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32`, `192.0.2.7` (one host). Host bits set
+/// under the mask are refused: `10.0.0.1/8` is most likely a typo.
+fn parse_cidr(v: &str) -> Option<Cidr> {
+    let (addr, len) = match v.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (v, None),
+    };
+    let net: IpAddr = addr.parse().ok()?;
+    let max = if net.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        None => max,
+        Some(l) if !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()) && l.len() <= 3 => {
+            l.parse().ok().filter(|n| *n <= max)?
+        }
+        Some(_) => return None,
+    };
+    // The address must be the network's own: no host bits set.
+    let host_bits_clear = match net {
+        IpAddr::V4(a) => mask32(a.to_bits(), len) == a.to_bits(),
+        IpAddr::V6(a) => mask128(a.to_bits(), len) == a.to_bits(),
+    };
+    host_bits_clear.then_some(Cidr { net, len })
 }
 
 /// `65536`, `64K`, `16M`, `1G` (binary multiples); none of it may overflow.
@@ -634,6 +766,53 @@ mod tests {
             Config::parse_with(["--seed", "3"], true),
             Ok(Command::Serve(_))
         ));
+    }
+
+    #[test]
+    fn proxy_from_unix_mode_and_metrics() {
+        let c = serve(&[
+            "--proxy-protocol",
+            "--proxy-from",
+            "10.0.0.0/8",
+            "--proxy-from",
+            "2001:db8::/32",
+            "--proxy-from",
+            "192.0.2.7",
+            "--unix-mode",
+            "660",
+            "--metrics",
+            "127.0.0.1:9464",
+            "1",
+        ]);
+        assert_eq!(c.proxy_from.len(), 3);
+        let has = |ip: &str| c.proxy_from.iter().any(|n| n.contains(ip.parse().unwrap()));
+        assert!(has("10.1.2.3") && has("2001:db8:ffff::1") && has("192.0.2.7"));
+        assert!(
+            has("::ffff:10.9.9.9"),
+            "an IPv4-mapped address is its IPv4 address"
+        );
+        assert!(!has("11.0.0.1") && !has("192.0.2.8") && !has("2001:db9::1"));
+        assert_eq!(c.unix_mode, Some(0o660));
+        assert_eq!(c.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+        for bad in [
+            "10.0.0.1/8",
+            "10.0.0.0/33",
+            "10.0.0.0/",
+            "nonsense",
+            "::/129",
+            "1.2.3.4/+8",
+        ] {
+            let e = error(&["--proxy-protocol", "--proxy-from", bad, "1"]);
+            assert!(e.contains(&format!("'{bad}'")), "{e}");
+        }
+        assert!(error(&["--proxy-from", "10.0.0.0/8", "1"]).contains("--proxy-protocol"));
+        for bad in ["8", "999", "1000", "rw", "", "-1"] {
+            assert!(
+                error(&["--unix-mode", bad, "1"]).contains(&format!("'{bad}'")),
+                "{bad}"
+            );
+        }
+        assert!(error(&["--metrics", "localhost", "1"]).contains("'localhost'"));
     }
 
     #[test]

@@ -322,6 +322,11 @@ impl Conn {
         matches!(self.phase, Phase::Open { .. })
     }
 
+    /// True while not read from because its answers backed up.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
     /// True while only waiting for the client's EOF (answers all sent).
     pub fn is_lingering(&self) -> bool {
         matches!(self.phase, Phase::Lingering { .. })

@@ -18,6 +18,7 @@
 //! | [`line`] | the line framer (pure, tested on every split) | sockets |
 //! | [`numbers`] | the random number source and its text form | framing |
 //! | [`net`] | TCP/Unix listeners and streams behind one type | policy |
+//! | [`metrics`] | `--metrics`: the Prometheus text format, over a minimal HTTP/1.x | accepting, polling |
 //! | [`per_ip`] | connections per client address (`--max-connections-per-ip`) | what to do past the limit |
 //! | [`timers`] | the deadline heap (idle, closing) | what a deadline means |
 //! | [`proxy`] | the PROXY protocol header parser (pure, tested on every split) | sockets |
@@ -40,6 +41,7 @@ pub mod config;
 pub mod conn;
 pub mod line;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod numbers;
 pub mod per_ip;

@@ -120,8 +120,14 @@ impl Listener {
     }
 
     /// Binds a Unix listener at `path`. A socket file left behind by a dead
-    /// server is replaced; one that a live server answers on is not.
-    pub fn bind_unix(path: &Path) -> io::Result<Self> {
+    /// server is replaced; one that a live server answers on is not. With
+    /// `mode` (`--unix-mode`), the file gets exactly those permission bits,
+    /// and is never reachable with others (see [`bind_unix_with_mode`]).
+    pub fn bind_unix(path: &Path, mode: Option<u32>) -> io::Result<Self> {
+        if let Some(mode) = mode {
+            return bind_unix_with_mode(path, mode)
+                .map(|l| Listener::Unix(l, Some(path.to_path_buf())));
+        }
         match UnixListener::bind(path) {
             Err(e) if e.kind() == io::ErrorKind::AddrInUse && is_stale_socket(path) => {
                 std::fs::remove_file(path)?;
@@ -194,6 +200,36 @@ impl Drop for Listener {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// `bind` creates the socket file with the umask's permissions, and clients
+/// may connect from that moment; a `chmod` after it leaves a window where
+/// the file is more open than asked. So: bind inside a new private
+/// directory (mode 0700, next to `path`, so on the same file system), set
+/// the mode there, where nobody else can reach the file, then `rename` it
+/// into place, which is atomic. The directory is removed afterwards.
+fn bind_unix_with_mode(path: &Path, mode: u32) -> io::Result<UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if std::fs::symlink_metadata(path).is_ok() && !is_stale_socket(path) {
+        // Something lives there: rename would silently replace it.
+        return Err(io::ErrorKind::AddrInUse.into());
+    }
+    let name = path.file_name().ok_or(io::ErrorKind::InvalidInput)?;
+    let private = path.with_file_name(format!(
+        ".{}.randline-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let staged = private.join("socket");
+    let bound = UnixListener::bind(&staged).and_then(|l| {
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&staged, path)?;
+        Ok(l)
+    });
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&private);
+    bound
 }
 
 /// A socket file nobody accepts on any more (connecting is refused).

@@ -24,6 +24,7 @@
 //! | `rejected_per_ip` | connections turned away by `--max-connections-per-ip` |
 //! | `failed` | connections ended by a socket error: a reset, a broken pipe, a dead peer (keepalive, `TCP_USER_TIMEOUT`) |
 //! | `output_closed` | clients closed by `--output-timeout` (answers backed up, none taken) |
+//! | `rejected_untrusted` | connections closed unanswered: not from a `--proxy-from` network |
 //! | `pending_out` | bytes of answers waiting in the server for slow clients now (the `--output-budget` total) |
 //!
 //! The format is `stats: key=value key=value ...`, in the order above, so a
@@ -71,6 +72,8 @@ pub struct Stats {
     pub failed: u64,
     /// See the module docs.
     pub output_closed: u64,
+    /// See the module docs.
+    pub rejected_untrusted: u64,
 }
 
 impl Stats {
@@ -99,7 +102,7 @@ impl fmt::Display for StatsLine<'_> {
             "stats: accepted={} rejected_busy={} accept_emfile={} active={} peak={} \
              lines={} bytes_in={} bytes_out={} wakeups={} events={} reads={} writes={} \
              wouldblock={} paused={} yields={} idle_closed={} rejected_per_ip={} failed={} \
-             output_closed={} pending_out={}",
+             output_closed={} rejected_untrusted={} pending_out={}",
             s.accepted,
             s.rejected_busy,
             s.accept_emfile,
@@ -119,6 +122,7 @@ impl fmt::Display for StatsLine<'_> {
             s.rejected_per_ip,
             s.failed,
             s.output_closed,
+            s.rejected_untrusted,
             self.pending_out,
         )
     }
@@ -144,7 +148,7 @@ mod tests {
         // The same keys, in the same order, as the table in the module docs.
         let doc_order = "accepted rejected_busy accept_emfile active peak lines bytes_in \
                          bytes_out wakeups events reads writes wouldblock paused yields idle_closed \
-                         rejected_per_ip failed output_closed pending_out";
+                         rejected_per_ip failed output_closed rejected_untrusted pending_out";
         assert_eq!(keys.join(" "), doc_order);
     }
 }

@@ -1,0 +1,380 @@
+//! `--metrics ADDR`: the loop's counters for Prometheus, over just enough
+//! HTTP/1.x to answer `GET /metrics`, on the same poll loop as the clients.
+//!
+//! A scrape is a second kind of connection: [`Scrape`] reads a request
+//! head (at most [`MAX_HEAD`] bytes, within [`SCRAPE_TIMEOUT`]), answers it
+//! once (`200` with the text format 0.0.4, `404` for any other path, `405`
+//! for any other method, `400` for anything else) and closes. At most
+//! [`MAX_SCRAPES`] are open at once; more are closed at accept. They never
+//! count against `--max-connections`, and their work is one small render
+//! and one write: they never delay line clients.
+//!
+//! What is not here: accepting and polling (`server.rs`), and the counters
+//! themselves ([`crate::stats`]).
+
+use crate::stats::Stats;
+use mio::net::TcpStream;
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+/// Scrapes open at once; more are closed at accept. Prometheus scrapes one
+/// at a time; a few more allow a person with curl alongside. Their
+/// descriptors come out of `RESERVED_FDS`.
+pub const MAX_SCRAPES: usize = 4;
+/// The longest request head read; a longer one is closed unanswered.
+pub const MAX_HEAD: usize = 4 * 1024;
+/// A scrape must have sent its head and taken its answer within this.
+pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the loop knows now, besides the counters: the gauges.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    /// Clients being served (the `stats:` line's `active`).
+    pub open: u64,
+    /// Clients whose answers are sent, waiting for their EOF.
+    pub lingering: u64,
+    /// Clients not read from because their answers backed up.
+    pub paused: u64,
+    /// `--max-connections`.
+    pub max_connections: u64,
+    /// The most clients ever open at once.
+    pub peak: u64,
+    /// Answers waiting in the server, all clients together.
+    pub pending_out: u64,
+    /// Open descriptors (a running count: a scrape never lists /proc).
+    pub open_fds: u64,
+    /// The open-file limit.
+    pub max_fds: u64,
+    /// Resident memory.
+    pub resident_bytes: u64,
+}
+
+/// Every counter of the `stats:` line, as `randline_KEY_total`, with its help.
+fn counters(s: &Stats) -> [(&'static str, &'static str, u64); 18] {
+    [
+        (
+            "accepted",
+            "Connections accept returned (served or turned away).",
+            s.accepted,
+        ),
+        (
+            "rejected_busy",
+            "Connections turned away with ERR server busy.",
+            s.rejected_busy,
+        ),
+        (
+            "accept_emfile",
+            "accept calls refused for want of a descriptor.",
+            s.accept_emfile,
+        ),
+        ("lines", "Lines answered with a number.", s.lines),
+        ("bytes_in", "Bytes read from clients.", s.bytes_in),
+        ("bytes_out", "Bytes written to clients.", s.bytes_out),
+        ("wakeups", "Returns from epoll_wait.", s.wakeups),
+        (
+            "events",
+            "Readiness events those returns carried.",
+            s.events,
+        ),
+        ("reads", "read calls on client sockets.", s.reads),
+        ("writes", "write calls on client sockets.", s.writes),
+        (
+            "wouldblock",
+            "Client reads and writes that said WouldBlock.",
+            s.wouldblock,
+        ),
+        (
+            "paused",
+            "Times a client was not read because its answers backed up.",
+            s.paused,
+        ),
+        (
+            "yields",
+            "Times a client used up its read budget for a turn.",
+            s.yields,
+        ),
+        (
+            "idle_closed",
+            "Clients closed by --idle-timeout.",
+            s.idle_closed,
+        ),
+        (
+            "rejected_per_ip",
+            "Connections turned away by --max-connections-per-ip.",
+            s.rejected_per_ip,
+        ),
+        (
+            "failed",
+            "Connections ended by a socket error (reset, dead peer...).",
+            s.failed,
+        ),
+        (
+            "output_closed",
+            "Clients closed by --output-timeout.",
+            s.output_closed,
+        ),
+        (
+            "rejected_untrusted",
+            "Connections closed unanswered: not from a --proxy-from network.",
+            s.rejected_untrusted,
+        ),
+    ]
+}
+
+/// The gauges' names and help.
+fn gauges(g: &Gauges) -> [(&'static str, &'static str, u64); 9] {
+    [
+        ("randline_clients_open", "Clients being served now.", g.open),
+        (
+            "randline_clients_lingering",
+            "Clients answered and closed, waiting for their EOF.",
+            g.lingering,
+        ),
+        (
+            "randline_clients_paused",
+            "Clients not read from now: their answers backed up.",
+            g.paused,
+        ),
+        (
+            "randline_max_connections",
+            "The --max-connections limit.",
+            g.max_connections,
+        ),
+        (
+            "randline_clients_peak",
+            "The most clients open at once so far.",
+            g.peak,
+        ),
+        (
+            "randline_pending_output_bytes",
+            "Answers waiting in the server, all clients together.",
+            g.pending_out,
+        ),
+        (
+            "process_open_fds",
+            "Number of open file descriptors.",
+            g.open_fds,
+        ),
+        (
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            g.max_fds,
+        ),
+        (
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            g.resident_bytes,
+        ),
+    ]
+}
+
+/// The Prometheus text format (version 0.0.4) of the counters and gauges.
+pub fn render(stats: &Stats, g: &Gauges) -> String {
+    let mut out = String::with_capacity(4096);
+    for (key, help, value) in counters(stats) {
+        let _ = write!(
+            out,
+            "# HELP randline_{key}_total {help}\n# TYPE randline_{key}_total counter\n\
+             randline_{key}_total {value}\n"
+        );
+    }
+    for (name, help, value) in gauges(g) {
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        );
+    }
+    out
+}
+
+/// What a scrape needs from the loop after it reads a complete head.
+pub enum Step {
+    /// Wait for more readiness.
+    Wait,
+    /// Finished (answered, refused, or failed): close it.
+    Close,
+}
+
+/// One metrics connection: its head so far, then its answer.
+pub struct Scrape {
+    stream: TcpStream,
+    head: Vec<u8>,
+    /// The answer, once the head is complete, and how much of it is written.
+    answer: Option<(Vec<u8>, usize)>,
+    /// Closed unanswered if not done by then.
+    pub deadline: Instant,
+}
+
+impl Scrape {
+    /// A new scrape, accepted at `now`.
+    pub fn new(stream: TcpStream, now: Instant) -> Self {
+        Scrape {
+            stream,
+            head: Vec::new(),
+            answer: None,
+            deadline: now + SCRAPE_TIMEOUT,
+        }
+    }
+
+    /// The socket, for (de)registration.
+    pub fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// Reads what has arrived (edge-triggered: until `WouldBlock`), answers
+    /// a complete head with `metrics()` rendered, writes what the socket
+    /// takes. Events are only hints here: every call tries both.
+    pub fn drive(&mut self, metrics: impl FnOnce() -> String) -> Step {
+        if self.answer.is_none() {
+            let mut buf = [0u8; 1024];
+            loop {
+                match self.stream.read(&mut buf) {
+                    // EOF before a whole head: nothing to answer.
+                    Ok(0) => return Step::Close,
+                    Ok(n) => {
+                        self.head.extend_from_slice(&buf[..n]);
+                        if self.head.len() > MAX_HEAD {
+                            return Step::Close;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return Step::Close,
+                }
+            }
+            let Some(end) = find(&self.head, b"\r\n\r\n").or_else(|| find(&self.head, b"\n\n"))
+            else {
+                return Step::Wait;
+            };
+            self.answer = Some((respond(&self.head[..end], metrics), 0));
+        }
+        let Some((answer, written)) = &mut self.answer else {
+            return Step::Wait;
+        };
+        while *written < answer.len() {
+            match self.stream.write(&answer[*written..]) {
+                Ok(0) => return Step::Close,
+                Ok(n) => *written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Step::Close,
+            }
+        }
+        // All written: our FIN follows it (the head was read to the end,
+        // so closing resets nothing unread).
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        Step::Close
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The whole HTTP answer to a request head (without its blank line).
+fn respond(head: &[u8], metrics: impl FnOnce() -> String) -> Vec<u8> {
+    let request_line = head.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let request_line = request_line.strip_suffix(b"\r").unwrap_or(request_line);
+    let parts: Vec<&[u8]> = request_line.split(|&b| b == b' ').collect();
+    let (status, content_type, body, allow) = match parts.as_slice() {
+        [method, target, version] if version.starts_with(b"HTTP/1.") => {
+            let path = target.split(|&b| b == b'?').next().unwrap_or(&[]);
+            match (*method, path) {
+                (b"GET", b"/metrics") => (
+                    "200 OK",
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    metrics(),
+                    false,
+                ),
+                (b"GET", _) => (
+                    "404 Not Found",
+                    "text/plain",
+                    "not found: try /metrics\n".into(),
+                    false,
+                ),
+                _ => (
+                    "405 Method Not Allowed",
+                    "text/plain",
+                    "only GET\n".into(),
+                    true,
+                ),
+            }
+        }
+        _ => (
+            "400 Bad Request",
+            "text/plain",
+            "bad request\n".into(),
+            false,
+        ),
+    };
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n{}\r\n",
+        body.len(),
+        if allow { "Allow: GET\r\n" } else { "" }
+    )
+    .into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
+/// Resident memory in bytes, from `/proc/self/status` (one small read; the
+/// `VmRSS` line is in KiB, so no page size is needed). 0 where unavailable.
+pub fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Open descriptors now, by listing `/proc/self/fd`: done once at start;
+/// the loop keeps a running count from there.
+pub fn open_fds_now() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_of_the_stats_line_is_exported() {
+        let line = Stats::default().line(0, 0).to_string();
+        let keys: Vec<&str> = line["stats: ".len()..]
+            .split(' ')
+            .filter_map(|kv| kv.split_once('=').map(|(k, _)| k))
+            .collect();
+        let text = render(&Stats::default(), &Gauges::default());
+        for key in keys {
+            let exported = match key {
+                // States, not counts: exported as gauges.
+                "active" => "randline_clients_open".to_string(),
+                "peak" => "randline_clients_peak".to_string(),
+                "pending_out" => "randline_pending_output_bytes".to_string(),
+                _ => format!("randline_{key}_total"),
+            };
+            assert!(
+                text.contains(&format!("# TYPE {exported} ")),
+                "{key} is not exported as {exported}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_get_metrics_is_answered_with_metrics() {
+        let answer =
+            |head: &str| String::from_utf8(respond(head.as_bytes(), || "m 1\n".into())).unwrap();
+        assert!(answer("GET /metrics HTTP/1.1\r\nHost: x").starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(answer("GET /metrics?x=1 HTTP/1.0").ends_with("\r\n\r\nm 1\n"));
+        assert!(answer("GET / HTTP/1.1").starts_with("HTTP/1.1 404 "));
+        assert!(answer("POST /metrics HTTP/1.1").starts_with("HTTP/1.1 405 "));
+        assert!(answer("GET /metrics").starts_with("HTTP/1.1 400 "));
+        assert!(answer("\x16\x03\x01 garbage").starts_with("HTTP/1.1 400 "));
+    }
+}

@@ -1,0 +1,203 @@
+//! `--metrics ADDR`: the Prometheus endpoint, scraped with real `curl` and
+//! checked with `promtool check metrics` (Debian package `prometheus`).
+
+mod common;
+
+use common::{Server, WAIT, parse_stats};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A server with `--metrics 127.0.0.1:0`, and the metrics address it logs.
+fn start(args: &[&str]) -> (Server, SocketAddr) {
+    let mut all = vec!["--metrics", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let server = Server::start(&all);
+    let line = server.log.wait_for("serving metrics on http://");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no metrics address in {line:?}"));
+    (server, addr)
+}
+
+/// `curl -s` of `path`: the HTTP status and the body.
+fn curl(addr: SocketAddr, path: &str) -> (u16, String) {
+    let out = common::run_cmd({
+        let mut c = Command::new("curl");
+        c.args(["-s", "--max-time", "5", "-w", "\n%{http_code}"])
+            .arg(format!("http://{addr}{path}"));
+        c
+    });
+    assert!(out.status.success(), "curl failed: {out:?}");
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let (body, code) = text.rsplit_once('\n').expect("a status");
+    (code.parse().expect("a status code"), body.to_string())
+}
+
+/// `name value` samples of the text format.
+fn samples(body: &str) -> BTreeMap<String, u64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.split_once(' ').expect("name value");
+            (name.to_string(), value.parse().expect("an integer"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_counters_equal_the_stats_line_for_a_known_workload() {
+    let (server, metrics) = start(&["--max-connections", "2"]);
+    let mut a = server.connect();
+    let mut b = server.connect();
+    for i in 0..5 {
+        a.ask(&format!("a{i}"));
+        b.ask(&format!("b{i}"));
+    }
+    let mut busy = server.connect(); // over --max-connections
+    assert_eq!(busy.rest_until_eof(), b"ERR server busy\n");
+    a.send(b"x\ny\nSTOP\n");
+    assert_eq!(common::numbers(&a.rest_until_eof()).len(), 2);
+    drop(a);
+    server.log.wait_for("closed 127.0.0.1");
+
+    let n = server.log.count("stats: ");
+    server.signal(rustix::process::Signal::USR1);
+    let stats = parse_stats(&server.log.wait_for_nth("stats: ", n + 1));
+    let (code, body) = curl(metrics, "/metrics");
+    assert_eq!(code, 200);
+    let got = samples(&body);
+    for (key, value) in &stats {
+        let name = match key.as_str() {
+            "active" => "randline_clients_open".to_string(),
+            "peak" => "randline_clients_peak".to_string(),
+            "pending_out" => "randline_pending_output_bytes".to_string(),
+            _ => format!("randline_{key}_total"),
+        };
+        let scraped = got.get(&name).copied();
+        match key.as_str() {
+            // The scrape itself wakes the loop: at least as many.
+            "wakeups" | "events" => assert!(
+                scraped.is_some_and(|s| s >= *value),
+                "{name}: {scraped:?} < {value}"
+            ),
+            _ => assert_eq!(scraped, Some(*value), "{name}\n{body}"),
+        }
+    }
+    assert_eq!(got["randline_lines_total"], 12);
+    assert_eq!(got["randline_rejected_busy_total"], 1);
+    assert_eq!(got["randline_max_connections"], 2);
+    assert!(got["process_open_fds"] >= 5 && got["process_max_fds"] > 0);
+    assert!(got["process_resident_memory_bytes"] > 1 << 20);
+}
+
+#[test]
+fn promtool_accepts_the_exposition() {
+    if Command::new("promtool").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is needed (apt-get install prometheus); .ci/run installs it"
+        );
+        eprintln!("skipped: no promtool");
+        return;
+    }
+    let (server, metrics) = start(&[]);
+    server.connect().ask("hello");
+    let (_, body) = curl(metrics, "/metrics");
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    check
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.as_bytes())
+        .expect("feed promtool");
+    let deadline = Instant::now() + WAIT;
+    while check.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "promtool did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = check.wait_with_output().expect("output");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn other_paths_and_methods_are_refused_and_bad_heads_closed() {
+    let (_server, metrics) = start(&[]);
+    assert_eq!(curl(metrics, "/").0, 404);
+    assert_eq!(curl(metrics, "/metricsx").0, 404);
+    let out = common::run_cmd({
+        let mut c = Command::new("curl");
+        c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+            .arg(format!("http://{metrics}/metrics"));
+        c
+    });
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "405");
+    // A head that never ends: closed once past 4 KiB, unanswered.
+    let mut big = TcpStream::connect_timeout(&metrics, WAIT).expect("connect");
+    big.set_read_timeout(Some(WAIT)).expect("timeout");
+    let _ = big.write_all(&[b'x'; 5000]);
+    let mut rest = Vec::new();
+    let _ = big.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "answered a 5 KB head: {rest:?}");
+    // A silent one: closed after its 5 s.
+    let started = Instant::now();
+    let mut silent = TcpStream::connect_timeout(&metrics, WAIT).expect("connect");
+    silent.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut buf = [0u8; 16];
+    assert!(matches!(silent.read(&mut buf), Ok(0)), "not closed");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn scrapes_never_count_against_line_clients_and_are_capped() {
+    let (server, metrics) = start(&["--max-connections", "1"]);
+    let mut line_client = server.connect();
+    line_client.ask("hello");
+    // Four idle metrics connections: the cap. A fifth is closed at once.
+    let held: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect_timeout(&metrics, WAIT).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut fifth = TcpStream::connect_timeout(&metrics, WAIT).expect("connect");
+    fifth.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(fifth.read(&mut buf), Ok(0) | Err(_)),
+        "a fifth scrape was kept"
+    );
+    // The line client is served throughout, and the one line slot is its.
+    line_client.ask("still here");
+    let mut second = server.connect();
+    assert_eq!(second.rest_until_eof(), b"ERR server busy\n");
+    drop(held);
+    // Once they are gone, a scrape is answered again.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (code, _) = curl(metrics, "/metrics");
+        if code == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no scrape answered: {code}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
