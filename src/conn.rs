@@ -210,6 +210,19 @@ pub enum Status {
     Closed(Why),
 }
 
+/// Which of the loop's limits a connection counts against. One field, not
+/// two flags: a connection is never both a client and a rejection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seat {
+    /// Open, counted against `--max-connections`.
+    Client,
+    /// Turned away, lingering: counted against the busy slots.
+    Rejected,
+    /// Closing after being a client: counts against nothing (lingering
+    /// must not block a newcomer).
+    Released,
+}
+
 /// One client connection.
 pub struct Conn {
     stream: Stream,
@@ -234,10 +247,9 @@ pub struct Conn {
     clock: Instant,
     /// Already in the loop's "drive again" list.
     pub queued: bool,
-    /// Counts against `--max-connections`: open, and not a rejected client.
-    pub counted: bool,
-    /// A client turned away (`ERR server busy`, `ERR too many ...`).
-    pub rejected: bool,
+    /// What this connection holds of `--max-connections` (or of the loop's
+    /// slots for rejections).
+    pub seat: Seat,
     /// Counted in [`Shared::per_ip`] under its peer's address.
     pub ip_counted: bool,
     /// The client sent urgent (out-of-band) data: a short read may then
@@ -266,8 +278,7 @@ impl Conn {
             read_closed: false,
             clock: now,
             queued: false,
-            counted: true,
-            rejected: false,
+            seat: Seat::Client,
             ip_counted: false,
             urgent: false,
             paused: false,
@@ -288,8 +299,7 @@ impl Conn {
         let mut c = Conn::new(stream, peer, serial, now);
         c.out.extend_from_slice(message);
         c.close(why, now + FLUSH_TIMEOUT);
-        c.counted = false;
-        c.rejected = true;
+        c.seat = Seat::Rejected;
         c
     }
 

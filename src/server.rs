@@ -22,8 +22,8 @@
 use crate::answers::AnswerBuf;
 use crate::config::{Cidr, Config};
 use crate::conn::{
-    Conn, ERR_BUSY, ERR_TOO_MANY, MIN_READ_BUDGET, READ_BUDGET, Shared, Status, TURN_READ_BUDGET,
-    Timeouts, Why,
+    Conn, ERR_BUSY, ERR_TOO_MANY, MIN_READ_BUDGET, READ_BUDGET, Seat, Shared, Status,
+    TURN_READ_BUDGET, Timeouts, Why,
 };
 use crate::metrics::{Gauges, MAX_SCRAPES, Scrape, Step};
 use crate::net::{ClientSockets, Listener, Peer, Stream};
@@ -601,9 +601,9 @@ impl Server {
 
     fn after_drive(&mut self, key: usize, before: Option<Instant>, status: Status) {
         let conn = &mut self.conns[key];
-        if conn.counted && !conn.is_open() {
+        if conn.seat == Seat::Client && !conn.is_open() {
             // Closing: its place is free for the next client already.
-            conn.counted = false;
+            conn.seat = Seat::Released;
             self.clients -= 1;
         }
         match status {
@@ -727,8 +727,10 @@ impl Server {
         }
         for key in std::mem::take(&mut self.closed) {
             let mut conn = self.conns.remove(key);
-            if conn.counted {
-                self.clients -= 1;
+            match conn.seat {
+                Seat::Client => self.clients -= 1,
+                Seat::Rejected => self.rejected -= 1,
+                Seat::Released => {}
             }
             self.shared.pending_out -= conn.pending();
             if conn.ip_counted
@@ -736,9 +738,7 @@ impl Server {
             {
                 self.shared.per_ip.release(addr.ip());
             }
-            if conn.rejected {
-                self.rejected -= 1;
-            }
+
             // Deregister before the socket is dropped (closed).
             if let Err(e) = self.poll.registry().deregister(conn.stream()) {
                 debug!("deregister token {key}: {e}");
