@@ -351,22 +351,41 @@ fn contrib_units_pass_systemd_analyze_verify() {
     if !have("systemd-analyze", "systemd") {
         return;
     }
-    // The units name /usr/local/bin/randline; verify checks that the
-    // binary exists, so point them at the one under test.
+    // The services name /usr/bin/randline (where the Debian package puts
+    // it; docs/deploy.md seds it for /usr/local/bin); verify checks that
+    // the binary exists, so point them at the one under test.
     let dir = std::env::temp_dir().join(format!("randline-units-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let contrib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib");
     let mut units = Vec::new();
     for name in ["randline.socket", "randline.service", "randline@.service"] {
         let text = std::fs::read_to_string(contrib.join(name)).expect("read unit");
-        let text = text.replace("/usr/local/bin/randline", common::bin());
+        if name.ends_with(".service") {
+            assert!(
+                text.contains("\nExecStart=/usr/bin/randline "),
+                "{name}: ExecStart must name /usr/bin/randline"
+            );
+        }
+        let text = text.replace("/usr/bin/randline", common::bin());
         // A template is verified as one of its instances.
         let file = dir.join(name.replace("@.", "@0."));
         std::fs::write(&file, text).expect("write unit");
         units.push(file);
     }
+    // Their Documentation= names man:randline(1), which verify looks up
+    // with man: the page is docs/randline.1, not installed here.
+    let man1 = dir.join("man").join("man1");
+    std::fs::create_dir_all(&man1).expect("temp man dir");
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/randline.1"),
+        man1.join("randline.1"),
+    )
+    .expect("copy the man page");
     let mut verify = Command::new("systemd-analyze");
-    verify.arg("verify").args(&units);
+    verify
+        .arg("verify")
+        .args(&units)
+        .env("MANPATH", dir.join("man"));
     let out = common::run_cmd(verify);
     std::fs::remove_dir_all(&dir).ok();
     let text = String::from_utf8_lossy(&out.stderr);
