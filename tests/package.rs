@@ -32,12 +32,7 @@ const TOOL_LIMIT: Duration = Duration::from_secs(5 * 60);
 /// lintian warnings that are explained rather than fixed: the tag, and
 /// why. Any other warning, and any error, fails the test, and so does an
 /// entry here that lintian no longer reports (delete it then).
-const EXPLAINED: &[(&str, &str)] = &[(
-    "description-synopsis-starts-with-article",
-    "the synopsis is Cargo.toml's [package] description, \"A single-threaded \
-     mio TCP server...\": dropping its first word fixes it, in a section the \
-     packaging does not own",
-)];
+const EXPLAINED: &[(&str, &str)] = &[];
 
 /// Where the package's files and the state its scripts keep may appear:
 /// each is listed, recursively, before and after each step.
