@@ -202,7 +202,7 @@ class Server:
             self.addr = f"127.0.0.1:{self.port}"
             cmd = server_cmd(name, bins, self.port, extra)
             self.cmd = (["taskset", "-c", str(cpu)] if cpu is not None else []) + [str(c) for c in cmd]
-            e = dict(os.environ, RUST_LOG="warn", **(env or {}))
+            e = {**os.environ, "RUST_LOG": "warn", **(env or {})}
             self.log = open(log, "w")
             self.proc = spawn(self.cmd, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, env=e)
             deadline = time.monotonic() + 5

@@ -15,6 +15,7 @@ import sys
 from html import escape
 from pathlib import Path
 
+sys.dont_write_bytecode = True  # no __pycache__ in scripts/
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchkit as bk  # noqa: E402
 from benchkit import fmt, median, ratio, sample, server_ticks  # noqa: E402
