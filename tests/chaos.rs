@@ -33,6 +33,15 @@ fn chaos_clients_in_every_mode_keep_every_invariant() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start the chaos client");
+    // Read on a thread: a long failure report must not fill the pipe and
+    // stop the client before it can exit.
+    let mut stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        use std::io::Read;
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
     // Five modes; each ends its last round within the client deadline and
     // settles within seconds: a hang is a failure, never a stuck CI.
     let limit = Duration::from_secs(5 * (seconds + 90));
@@ -47,11 +56,7 @@ fn chaos_clients_in_every_mode_keep_every_invariant() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let mut report = String::new();
-    if let Some(mut out) = child.stdout.take() {
-        use std::io::Read;
-        out.read_to_string(&mut report).expect("chaos output");
-    }
+    let report = reader.join().expect("chaos output");
     println!("{report}");
     assert!(
         status.success() && report.contains("all invariants held"),

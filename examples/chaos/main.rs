@@ -221,6 +221,9 @@ fn run_mode(args: &Args, mode: Mode) -> Result<(), String> {
         server.pid(),
         flags.join(" ")
     );
+    // The baseline once the loop runs (a SIGUSR1 answered): during start-up
+    // the server may hold a descriptor for a moment (reading /proc/self/fd).
+    server.counter("accepted")?;
     let fd_baseline = server.fds();
     let started = Instant::now();
     let mut totals = Totals::default();

@@ -144,10 +144,22 @@ impl Server {
     pub fn tcp_sockets(&self) -> String {
         let table =
             std::fs::read_to_string(format!("/proc/{}/net/tcp", self.pid())).unwrap_or_default();
-        // State 0A is LISTEN: not interesting.
+        // The server's own connections: its port as the local one (hex),
+        // and not LISTEN (state 0A). Other programs' sockets share the
+        // namespace and could make this long.
+        let port = match &self.target {
+            Target::Tcp(addr) => format!(":{:04X} ", addr.port()),
+            Target::Unix(_) => return "(a Unix socket: see the descriptors)".into(),
+        };
         table
             .lines()
+            .filter(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|a| format!("{a} ").ends_with(&port))
+            })
             .filter(|l| l.split_whitespace().nth(3) != Some("0A"))
+            .take(50)
             .collect::<Vec<_>>()
             .join("\n")
     }
