@@ -561,6 +561,13 @@ fn parse_cidr(v: &str) -> Option<Cidr> {
         None => (v, None),
     };
     let net: IpAddr = addr.parse().ok()?;
+    if let IpAddr::V6(v6) = net
+        && v6.to_ipv4_mapped().is_some()
+    {
+        // Peers are matched as IPv4 (mapped addresses are unmapped): an
+        // IPv4-mapped network would never match. Write it as IPv4.
+        return None;
+    }
     let max = if net.is_ipv4() { 32 } else { 128 };
     let len = match len {
         None => max,

@@ -6,12 +6,13 @@
 //! is the framer's ([`crate::line`]).
 //!
 //! ```text
-//!            accept                 STOP, line too long,          answers
-//!   (busy) ─────────┐               shutdown                      flushed
+//!            accept                 STOP, line too long, shutdown,    answers
+//!   (refused) ──────┐               idle timeout, bad PROXY header    flushed
 //!   accept ──► Open ─┴──────────────────────────► Closing{linger} ───────► Lingering ──► closed
-//!               │   client EOF                                            (shut down write,
-//!               └────────────────────────────► Closing{no linger} ──► closed  discard input
-//!                                               (answers flushed)             until EOF or 2 s)
+//!               │ │ client EOF                                            (shut down write,
+//!               │ └──────────────────────────► Closing{no linger} ──► closed  discard input
+//!               │                               (answers flushed)             until EOF or 2 s)
+//!               └── output timeout, socket error ──────────────────────────────────► closed
 //! ```
 //!
 //! The rules of edge-triggered readiness that this file obeys:
@@ -53,9 +54,10 @@ const OUT_SLACK: usize = 64;
 /// Reading resumes once pending output is at or below this.
 pub const OUT_LOW: usize = 16 * 1024;
 /// Over `--output-budget`, a client with no answers waiting may still read,
-/// but only as many lines as make this many bytes of answers per read:
-/// a client that reads its answers hardly notices, and one that does not
-/// can add at most this much before it is stopped (see `Conn::gated`).
+/// but only as many lines as make this many bytes of answers until they
+/// are written: a client that reads its answers hardly notices, and one
+/// that does not can add at most this much (plus one error line) before
+/// it is stopped (see `Conn::gated`).
 pub const OVER_BUDGET_BATCH: usize = 4 * 1024;
 /// Bytes one connection may read per loop turn before others get a go.
 pub const READ_BUDGET: usize = 64 * 1024;
@@ -514,9 +516,9 @@ impl Conn {
 
     /// Backpressure: not read from while its answers back up, past
     /// [`OUT_LOW`] of its own, or at all while every client's together are
-    /// over `--output-budget`. Only what a writable event draining `out`
-    /// resumes (no list of paused clients to revisit: a client with answers
-    /// waiting gets that event when it reads them).
+    /// over `--output-budget`. Either way `out` is not empty, so the socket
+    /// refused a write and a writable event will come when the client
+    /// reads: that event resumes it, and no list of paused clients is kept.
     fn gated(&self, sh: &Shared) -> bool {
         self.out.len() > OUT_LOW || (!self.out.is_empty() && sh.over_budget())
     }
@@ -588,11 +590,17 @@ impl Conn {
             // no more than OVER_BUDGET_BATCH of answers (only a client with
             // none waiting gets here then).
             let room = if sh.over_budget() {
-                OVER_BUDGET_BATCH
+                OVER_BUDGET_BATCH.saturating_sub(out.len())
             } else {
                 OUT_CAP - out.len()
             };
             let want = (room / max_answer).min(sh.rbuf.len()).min(*budget);
+            if want == 0 {
+                // This batch's answers fill the over-budget share: write
+                // them first (`drive` comes back if the kernel takes them).
+                // A read of 0 bytes would look like EOF.
+                return Ok(());
+            }
             sh.stats.reads += 1;
             let n = match self.stream.read(&mut sh.rbuf[..want]) {
                 Ok(0) => {
@@ -650,13 +658,15 @@ impl Conn {
                 Some(Ok(header)) => {
                     self.phase = Phase::Open { header: None };
                     self.clock = sh.now;
-                    on_header(token, &mut self.peer, header);
-                    // Counted under the client the header names.
-                    if let Peer::Tcp(addr) = self.peer {
+                    // Counted under the client the header names; a header
+                    // that names none (LOCAL, UNKNOWN, UDP or Unix) is the
+                    // proxy speaking for itself: not counted, as a Unix
+                    // socket's clients are not.
+                    if let Header::Client(addr) = header {
                         if !sh.per_ip.admit(addr.ip()) {
                             sh.stats.rejected_per_ip += 1;
                             debug!(
-                                "refused {}: too many connections from its address",
+                                "refused {addr} (proxied by {}): too many connections from its address",
                                 self.peer
                             );
                             out.extend_from_slice(ERR_TOO_MANY);
@@ -665,6 +675,7 @@ impl Conn {
                         }
                         self.ip_counted = true;
                     }
+                    on_header(token, &mut self.peer, header);
                 }
                 Some(Err(why)) => {
                     // Never answered: whatever this is, it is not ours.
@@ -734,7 +745,8 @@ impl Conn {
     ) -> io::Result<bool> {
         while self.readable && *budget > 0 {
             stats.reads += 1;
-            match self.stream.read(rbuf) {
+            let want = rbuf.len().min(*budget);
+            match self.stream.read(&mut rbuf[..want]) {
                 Ok(0) => {
                     trace!("token {}: read EOF while lingering", token.0);
                     return Ok(true);
@@ -744,7 +756,7 @@ impl Conn {
                     trace!("token {}: read {n} bytes, discarded (lingering)", token.0);
                     *budget = budget.saturating_sub(n);
                     // The short-read rule, as in `read_lines`.
-                    if n < rbuf.len() && !self.read_closed && !self.urgent {
+                    if n < want && !self.read_closed && !self.urgent {
                         self.readable = false;
                     }
                 }

@@ -206,17 +206,20 @@ impl Drop for Listener {
 /// may connect from that moment; a `chmod` after it leaves a window where
 /// the file is more open than asked. So: bind inside a new private
 /// directory (mode 0700, next to `path`, so on the same file system), set
-/// the mode there, where nobody else can reach the file, then `rename` it
-/// into place, which is atomic. The directory is removed afterwards.
+/// the mode there, where nobody else can reach the file, then link it into
+/// place. `hard_link` fails if `path` exists (two servers starting at once
+/// cannot replace each other's socket, as `rename` would); a stale socket
+/// there is removed first, as without `--unix-mode`.
 fn bind_unix_with_mode(path: &Path, mode: u32) -> io::Result<UnixListener> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if std::fs::symlink_metadata(path).is_ok() && !is_stale_socket(path) {
-        // Something lives there: rename would silently replace it.
-        return Err(io::ErrorKind::AddrInUse.into());
-    }
-    let name = path.file_name().ok_or(io::ErrorKind::InvalidInput)?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     let private = path.with_file_name(format!(
-        ".{}.randline-{}",
+        ".{}.randline-{}-{nanos}",
         name.to_string_lossy(),
         std::process::id()
     ));
@@ -224,7 +227,19 @@ fn bind_unix_with_mode(path: &Path, mode: u32) -> io::Result<UnixListener> {
     let staged = private.join("socket");
     let bound = UnixListener::bind(&staged).and_then(|l| {
         std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))?;
-        std::fs::rename(&staged, path)?;
+        match std::fs::hard_link(&staged, path) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && is_stale_socket(path) => {
+                std::fs::remove_file(path)?;
+                std::fs::hard_link(&staged, path)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "the path exists and is not a stale socket",
+                ));
+            }
+            other => other?,
+        }
         Ok(l)
     });
     let _ = std::fs::remove_file(&staged);

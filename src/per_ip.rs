@@ -54,11 +54,6 @@ impl PerAddress {
         }
     }
 
-    /// The limit in force, for the log.
-    pub fn limit(&self) -> Option<usize> {
-        self.limit
-    }
-
     /// Counts one more connection from `ip`, or refuses it: `false` means
     /// the address is at its limit and nothing was counted.
     pub fn admit(&mut self, ip: IpAddr) -> bool {

@@ -6,9 +6,12 @@
 //! may hold another connection now (the serial differs). That makes moving
 //! a deadline free, which matters because the idle deadline moves on every
 //! line. The loop settles the top entry every turn, due or not, so the
-//! earliest entry, which sets poll's timeout, is always a true deadline. To
-//! keep dead entries from piling up below the top, the heap is swept when
-//! it grows past twice the live connections.
+//! earliest entry, which sets poll's timeout, is always a true deadline.
+//! Below the top, stale entries would pile up (a connection whose answers
+//! back up and drain arms one each time): when the heap passes twice the
+//! connections, the loop rebuilds it from one true entry per connection.
+//! So it holds at most 2n + 64 entries, and an arm costs O(log n),
+//! amortised.
 //!
 //! With no deadline armed (no idle timeout, no closing client, no client
 //! with answers waiting), the heap is empty and the loop sleeps without a
@@ -17,6 +20,10 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
+
+/// Entries allowed beyond twice the connections before a rebuild, so that
+/// a handful of connections does not rebuild on every push.
+pub const SLACK: usize = 64;
 
 /// One armed deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -56,13 +63,15 @@ impl Timers {
         self.heap.pop().map(|Reverse(e)| e)
     }
 
-    /// Drops the entries of connections that are gone, once the heap holds
-    /// more than twice as many entries as there are live connections.
-    /// Amortised O(1) per push.
-    pub fn sweep_if_bloated(&mut self, live: usize, is_live: impl Fn(&Entry) -> bool) {
-        if self.heap.len() > 2 * live + 64 {
-            self.heap.retain(|Reverse(e)| is_live(e));
-        }
+    /// True once the heap holds more than twice as many entries as there
+    /// are connections (plus [`SLACK`]): time to [`rebuild`](Timers::rebuild).
+    pub fn is_bloated(&self, connections: usize) -> bool {
+        self.heap.len() > 2 * connections + SLACK
+    }
+
+    /// Replaces every entry with `entries` (one true entry per connection).
+    pub fn rebuild(&mut self, entries: impl IntoIterator<Item = Entry>) {
+        self.heap = entries.into_iter().map(Reverse).collect();
     }
 
     /// Number of armed entries (live or stale).
@@ -100,7 +109,7 @@ mod tests {
     }
 
     #[test]
-    fn sweep_keeps_only_live_entries_once_bloated() {
+    fn a_rebuild_keeps_only_the_entries_given() {
         let now = Instant::now();
         let mut t = Timers::default();
         for serial in 0..200 {
@@ -110,9 +119,13 @@ mod tests {
                 serial,
             });
         }
-        t.sweep_if_bloated(100, |e| e.serial == 199);
-        assert_eq!(t.len(), 200, "not bloated yet: 200 <= 2 * 100 + 64");
-        t.sweep_if_bloated(1, |e| e.serial == 199);
+        assert!(!t.is_bloated(100), "200 <= 2 * 100 + 64");
+        assert!(t.is_bloated(1));
+        t.rebuild([Entry {
+            at: now,
+            key: 0,
+            serial: 199,
+        }]);
         assert_eq!(t.len(), 1);
         assert!(!t.is_empty());
     }

@@ -148,6 +148,17 @@ fn other_paths_and_methods_are_refused_and_bad_heads_closed() {
         c
     });
     assert_eq!(String::from_utf8_lossy(&out.stdout), "405");
+    // A request followed by a half-close (as `printf ... | nc -N` sends it)
+    // is still answered.
+    let mut half = TcpStream::connect_timeout(&metrics, WAIT).expect("connect");
+    half.set_read_timeout(Some(WAIT)).expect("timeout");
+    half.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .expect("send");
+    half.shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    let mut answer = String::new();
+    half.read_to_string(&mut answer).expect("read the answer");
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer:?}");
     // A head that never ends: closed once past 4 KiB, unanswered.
     let mut big = TcpStream::connect_timeout(&metrics, WAIT).expect("connect");
     big.set_read_timeout(Some(WAIT)).expect("timeout");
