@@ -62,7 +62,8 @@ const MIN_BUSY_SLOTS: usize = 16;
 /// ... and at most.
 const MAX_BUSY_SLOTS: usize = 1024;
 /// File descriptors kept back from `--max-connections` by default: stdio,
-/// the poll, the signal pipe, listeners, and rejected clients in flight.
+/// the poll, the signal pipe, listeners, the metrics listener and its
+/// scrapes (at most `MAX_SCRAPES`, 4), and rejected clients in flight.
 /// Under a small limit, half of it is kept back instead.
 pub const RESERVED_FDS: u64 = 32;
 /// A client socket is registered once, for everything we will ever want
