@@ -278,7 +278,7 @@ def render_md(d: Data) -> str:
         wk = b["ctx_switches"] - a["ctx_switches"]
         ffig[s] = {"ms": ms, "wake": wk, "rss": a["rss_kib"]}
         size = sizes.get("tokio" if s.startswith("tokio") else s)
-        w(f"| {d.name(s)} | {fmt(ms, 0)} | {fmt(wk)} | {fmt(a['rss_kib'])} | {fmt(a['threads'])} | {fmt(size)} |")
+        w(f"| {d.name(s)} | {fmt(ms, 0)} | {fmt(wk, 0)} | {fmt(a['rss_kib'])} | {fmt(a['threads'])} | {fmt(size)} |")
 
     # targets
     if "randline" in d.servers and "redis" in d.servers:
@@ -294,7 +294,7 @@ def render_md(d: Data) -> str:
             if ok:
                 return "**met**"
             by = abs(v - lim) / lim * 100
-            return f"**missed** by {by:.0f}% ({v:.2f} vs {lim})"
+            return f"**missed** by {by:.0f}% ({v:.3f} vs {lim})" if lim < 10 else f"**missed** by {by:.0f}% ({v:,.0f} vs {lim:,})"
         rows = [
             ("(b) server CPU per line ≤ 0.8 × Redis's", q(R("b")["cpu"], X("b")["cpu"]), "<=", 0.8, "×"),
             ("(b) throughput ≥ Redis's", q(R("b")["lps"], X("b")["lps"]), ">=", 1, "×"),
@@ -307,7 +307,7 @@ def render_md(d: Data) -> str:
              dfig.get("randline", {}).get("bpc"), "<=", 256, "bytes"),
             ("(e) churn connections/s ≥ Redis's", q(efig["randline"]["cps"], efig["redis"]["cps"]), ">=", 1, "×"),
             ("(f) idle: zero CPU time", ffig.get("randline", {}).get("ms"), "<=", 0, "ms"),
-            ("(f) idle: zero wake-ups", ffig.get("randline", {}).get("wake"), "<=", 0, ""),
+            ("(f) idle: zero wake-ups", ffig.get("randline", {}).get("wake"), "<=", 0, "count"),
             ("start-up RSS ≤ 2 MiB", ffig.get("randline", {}).get("rss"), "<=", 2048, "KiB"),
         ]
         w("")
@@ -316,7 +316,8 @@ def render_md(d: Data) -> str:
         w("| target | measured | |")
         w("|---|---|---|")
         for t, v, op, lim, unit in rows:
-            shown = "-" if v is None else (f"{v:.3f}" if unit == "" else f"{v:.2f} ×" if unit == "×" else f"{fmt(v, 0)} {unit}")
+            shown = ("-" if v is None else f"{v:.3f}" if unit == "" else f"{v:.2f} ×" if unit == "×"
+                     else fmt(v, 0) if unit == "count" else f"{fmt(v, 0)} {unit}")
             w(f"| {t} | {shown} | {verdict(v, op, lim)} |")
 
     # how
@@ -333,7 +334,9 @@ def render_md(d: Data) -> str:
     w("process id; the load tool's paths shortened to where cargo builds them). randline, threaded and")
     w("tokio ran with `RUST_LOG=warn`, so a per-client log line costs no write in (d) and (e): Redis logs")
     w("nothing per client at its default level. Redis gets `--protected-mode no` because `hold` connects")
-    w(f"from 127.0.0.2 (still to 127.0.0.1 only), and `--maxclients 20000` to hold {fmt(st['HOLD'])} clients.")
+    w(f"from 127.0.0.2 (still to 127.0.0.1 only), and `--maxclients 20000` to hold {fmt(st['HOLD'])} clients;")
+    w("randline gets `--max-connections-per-ip 0` in (d) for the same reason: all those clients come from")
+    w("one address, and its default per-address limit (max-connections / 16) would refuse most of them.")
     w("")
     w("```sh")
     for c in d.end.get("commands", []):
