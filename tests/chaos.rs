@@ -10,8 +10,8 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 #[test]
 fn chaos_clients_in_every_mode_keep_every_invariant() {
@@ -25,38 +25,14 @@ fn chaos_clients_in_every_mode_keep_every_invariant() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(12);
-    let mut child = Command::new(common::chaos_bin())
-        .args(["--server", common::bin(), "--mode", "all"])
-        .args(["--seed", &seed, "--seconds", &seconds.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the chaos client");
-    // Read on a thread: a long failure report must not fill the pipe and
-    // stop the client before it can exit.
-    let mut stdout = child.stdout.take().expect("stdout");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        use std::io::Read;
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
+    let mut cmd = Command::new(common::chaos_bin());
+    cmd.args(["--server", common::bin(), "--mode", "all"])
+        .args(["--seed", &seed, "--seconds", &seconds.to_string()]);
     // Five modes; each ends its last round within the client deadline and
     // settles within seconds: a hang is a failure, never a stuck CI.
-    let limit = Duration::from_secs(5 * (seconds + 90));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            panic!("the chaos run (seed {seed}) did not end within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let report = reader.join().expect("chaos output");
+    let out = common::run_cmd_within(cmd, Duration::from_secs(5 * (seconds + 90)));
+    let status = out.status;
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
     println!("{report}");
     assert!(
         status.success() && report.contains("all invariants held"),

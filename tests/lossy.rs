@@ -8,18 +8,12 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 #[test]
 fn chaos_over_a_lossy_link_loses_nothing() {
-    let root = rustix::process::geteuid().is_root();
-    if !root {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the lossy-link test must run as root under CI"
-        );
-        eprintln!("skipped: the lossy-link test needs root (ip netns, tc)");
+    if !common::netns::available("the lossy-link test") {
         return;
     }
     let seconds = 20;
@@ -27,40 +21,14 @@ fn chaos_over_a_lossy_link_loses_nothing() {
     let mut cmd = Command::new(script);
     cmd.arg(seconds.to_string())
         .env("RANDLINE", common::bin())
-        .env("CHAOS", common::chaos_bin())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("CHAOS", common::chaos_bin());
     if let Ok(seed) = std::env::var("CHAOS_SEED") {
         cmd.arg(seed);
     }
-    let mut child = cmd.spawn().expect("run scripts/lossy-link");
-    // Read on threads: a long failure report must not fill the pipe.
-    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
-    let limit = Duration::from_secs(seconds + 120);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            panic!("scripts/lossy-link did not end within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let report = stdout.join().expect("stdout");
-    let errors = stderr.join().expect("stderr");
+    let out = common::run_cmd_within(cmd, Duration::from_secs(seconds + 120));
+    let status = out.status;
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    let errors = String::from_utf8_lossy(&out.stderr).into_owned();
     println!("{report}{errors}");
     assert!(
         status.success() && report.contains("all invariants held"),

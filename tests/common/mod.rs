@@ -193,7 +193,13 @@ impl Drop for Server {
 
 /// Runs `cmd` (a program with little output) to completion, within
 /// [`WAIT`]; fails the test if it does not exit by itself.
-pub fn run_cmd(mut cmd: Command) -> std::process::Output {
+pub fn run_cmd(cmd: Command) -> std::process::Output {
+    run_cmd_within(cmd, WAIT)
+}
+
+/// [`run_cmd`] for a program that takes longer: it must exit within
+/// `limit` (a hang fails the test, named by its command line).
+pub fn run_cmd_within(mut cmd: Command, limit: Duration) -> std::process::Output {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -213,14 +219,14 @@ pub fn run_cmd(mut cmd: Command) -> std::process::Output {
     };
     let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
     let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
             break status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("{cmd:?} did not exit");
+            panic!("{cmd:?} did not exit within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(10));
     };

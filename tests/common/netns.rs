@@ -47,53 +47,7 @@ impl Hosts {
     /// Creates both namespaces and the link; `tag` makes the names unique
     /// among tests running at once.
     pub fn new(tag: u8) -> Hosts {
-        let id = std::process::id() % 10_000;
-        let net = format!("10.{}.{}", 100 + tag, id % 250);
-        let h = Hosts {
-            server: format!("rl-s{tag}-{id}"),
-            client: format!("rl-c{tag}-{id}"),
-            server_ip: format!("{net}.1"),
-            client_ip: format!("{net}.2"),
-            client_link: format!("vc{tag}-{id}"),
-        };
-        let server_link = format!("vs{tag}-{id}");
-        ip(&["netns", "add", &h.server]);
-        ip(&["netns", "add", &h.client]);
-        ip(&[
-            "link",
-            "add",
-            &server_link,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &h.client_link,
-        ]);
-        ip(&["link", "set", &server_link, "netns", &h.server]);
-        ip(&["link", "set", &h.client_link, "netns", &h.client]);
-        ip(&[
-            "-n",
-            &h.server,
-            "addr",
-            "add",
-            &format!("{}/24", h.server_ip),
-            "dev",
-            &server_link,
-        ]);
-        ip(&[
-            "-n",
-            &h.client,
-            "addr",
-            "add",
-            &format!("{}/24", h.client_ip),
-            "dev",
-            &h.client_link,
-        ]);
-        for (ns, link) in [(&h.server, &server_link), (&h.client, &h.client_link)] {
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-            ip(&["-n", ns, "link", "set", link, "up"]);
-        }
-        h
+        Hosts::make(tag, true)
     }
 
     /// Only a server host: its link's other end stays in this process's
@@ -101,47 +55,58 @@ impl Hosts {
     /// a real 1500-byte-MTU link (loopback's 64 KiB segments make a slow
     /// reader's progress arrive in big, rare bursts).
     pub fn server_only(tag: u8) -> Hosts {
+        Hosts::make(tag, false)
+    }
+
+    /// The server namespace and a veth pair; the client end goes into a
+    /// namespace of its own if `client_host`, else stays in ours.
+    fn make(tag: u8, client_host: bool) -> Hosts {
         let id = std::process::id() % 10_000;
         let net = format!("10.{}.{}", 100 + tag, id % 250);
         let h = Hosts {
             server: format!("rl-s{tag}-{id}"),
-            client: String::new(),
+            client: if client_host {
+                format!("rl-c{tag}-{id}")
+            } else {
+                String::new()
+            },
             server_ip: format!("{net}.1"),
             client_ip: format!("{net}.2"),
             client_link: format!("vc{tag}-{id}"),
         };
         let server_link = format!("vs{tag}-{id}");
+        let server_cidr = format!("{}/24", h.server_ip);
+        let client_cidr = format!("{}/24", h.client_ip);
         ip(&["netns", "add", &h.server]);
-        ip(&[
-            "link",
-            "add",
-            &server_link,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &h.client_link,
-        ]);
+        let pair = ["link", "add", &server_link, "type", "veth", "peer", "name"];
+        ip(&[&pair[..], &[h.client_link.as_str()]].concat());
         ip(&["link", "set", &server_link, "netns", &h.server]);
         ip(&[
             "-n",
             &h.server,
             "addr",
             "add",
-            &format!("{}/24", h.server_ip),
+            &server_cidr,
             "dev",
             &server_link,
         ]);
-        ip(&[
-            "addr",
-            "add",
-            &format!("{}/24", h.client_ip),
-            "dev",
-            &h.client_link,
-        ]);
         ip(&["-n", &h.server, "link", "set", "lo", "up"]);
         ip(&["-n", &h.server, "link", "set", &server_link, "up"]);
-        ip(&["link", "set", &h.client_link, "up"]);
+        // `ip -n NS ...` for the client host, plain `ip ...` for ours.
+        let client = |args: &[&str]| {
+            if client_host {
+                ip(&[&["-n", h.client.as_str()][..], args].concat());
+            } else {
+                ip(args);
+            }
+        };
+        if client_host {
+            ip(&["netns", "add", &h.client]);
+            ip(&["link", "set", &h.client_link, "netns", &h.client]);
+            client(&["link", "set", "lo", "up"]);
+        }
+        client(&["addr", "add", &client_cidr, "dev", &h.client_link]);
+        client(&["link", "set", &h.client_link, "up"]);
         h
     }
 
