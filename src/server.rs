@@ -121,6 +121,8 @@ pub struct Server {
     stopping: Option<Instant>,
     /// Clients given up on during the drain, for the last log line.
     cut: usize,
+    /// A second SIGTERM/SIGINT: `run` returns at the end of this turn.
+    exit_now: bool,
     /// `--proxy-protocol`.
     proxy_protocol: bool,
     /// `--proxy-from`: who may send a PROXY header; empty: anyone.
@@ -315,6 +317,7 @@ impl Server {
             fd_warned: None,
             stopping: None,
             cut: 0,
+            exit_now: false,
             proxy_protocol: cfg.proxy_protocol,
             proxy_from: cfg.proxy_from.clone(),
             untrusted_warned: None,
@@ -387,6 +390,10 @@ impl Server {
             self.fire_timers();
             self.free_closed();
 
+            if self.exit_now {
+                self.log_stats();
+                return Ok(());
+            }
             if let Some(deadline) = self.stopping {
                 if self.shared.now >= deadline {
                     self.cut += self.conns.iter().filter(|(_, c)| !c.is_lingering()).count();
@@ -870,8 +877,9 @@ impl Server {
                     "{name} again: exiting now, cutting {} clients",
                     self.conns.len()
                 );
-                self.log_stats();
-                std::process::exit(0);
+                // `run` returns at the end of this turn: one way out.
+                self.exit_now = true;
+                return;
             }
             if self.stopping.is_some() {
                 continue;

@@ -127,3 +127,25 @@ fn sigterm_and_sigint_together_still_drain() {
     assert_eq!(numbers(&c.rest_until_eof()).len(), 10);
     assert_eq!(server.wait_exit().code(), Some(0));
 }
+
+#[test]
+fn a_second_signal_exits_at_once_with_0() {
+    // A client that never reads would hold the drain for the whole 30 s.
+    let mut server = Server::start(&["--shutdown-timeout", "30"]);
+    let c = server.connect();
+    let _writer = c.send_lines_in_background(400_000, false);
+    server.log.wait_for("serving 127.0.0.1");
+    server.signal(Signal::TERM);
+    server.log.wait_for("SIGTERM: shutting down");
+    let started = Instant::now();
+    server.signal(Signal::TERM);
+    let status = server.wait_exit();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    server.log.wait_for("SIGTERM again: exiting now");
+    server.log.wait_for("stats: ");
+}
