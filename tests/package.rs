@@ -15,9 +15,8 @@ mod common;
 use common::{Server, WAIT};
 use rustix::process::Signal;
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -46,56 +45,9 @@ const WATCHED: &[&str] = &[
     "/var/lib/dpkg/info",
 ];
 
-/// Runs `cmd` with `input` on its stdin, within `limit`; the test fails if
-/// it has not exited by then.
-fn run_for(cmd: &mut Command, input: &[u8], limit: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let mut stdin = child.stdin.take().expect("stdin");
-    let input = input.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-        // Dropped here: the program sees the end of its input.
-    });
-    // Drained on threads: a long output must not fill a pipe and stop it.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    feeder.join().expect("stdin writer");
-    Output {
-        status,
-        stdout: stdout.join().expect("stdout"),
-        stderr: stderr.join().expect("stderr"),
-    }
-}
-
 /// Runs `program args`, which must succeed; returns its stdout.
 fn ok(program: &str, args: &[&str], limit: Duration) -> String {
-    let out = run_for(Command::new(program).args(args), b"", limit);
+    let out = common::run_cmd_with_input(Command::new(program).args(args), b"", limit);
     assert!(
         out.status.success(),
         "{program} {args:?}: {}\n{}{}",
@@ -152,7 +104,7 @@ fn ready() -> bool {
 /// The package's state in dpkg's database: `ii`, `rc`, `un`..., or `None`
 /// when dpkg has never heard of it.
 fn dpkg_status() -> Option<String> {
-    let out = run_for(
+    let out = common::run_cmd_with_input(
         Command::new("dpkg-query").args(["-W", "-f=${db:Status-Abbrev}", "randline"]),
         b"",
         WAIT,
@@ -198,7 +150,7 @@ fn changes(before: &BTreeSet<PathBuf>, after: &BTreeSet<PathBuf>) -> (Vec<String
 
 fn purge() {
     if installed() {
-        let _ = run_for(
+        let _ = common::run_cmd_with_input(
             Command::new("dpkg").args(["-P", "randline"]),
             b"",
             TOOL_LIMIT,
@@ -220,7 +172,7 @@ impl Drop for Purge {
 /// returns what came back before the server closed.
 fn nc(server: &Server, input: &str) -> String {
     let port = server.addr.port().to_string();
-    let out = run_for(
+    let out = common::run_cmd_with_input(
         Command::new("nc").args(["-N", "127.0.0.1", &port]),
         input.as_bytes(),
         WAIT,
@@ -261,7 +213,7 @@ fn build(dir: &Path) -> PathBuf {
         .args(["deb", "--locked", "--output"])
         .arg(dir)
         .current_dir(ROOT);
-    let out = run_for(&mut cargo, b"", BUILD_LIMIT);
+    let out = common::run_cmd_with_input(&mut cargo, b"", BUILD_LIMIT);
     assert!(
         out.status.success(),
         "cargo deb failed:\n{}",
@@ -285,7 +237,7 @@ fn build(dir: &Path) -> PathBuf {
 /// Runs lintian: no error, and no warning that [`EXPLAINED`] does not
 /// explain. Its whole report is printed.
 fn lintian(deb: &str) {
-    let out = run_for(Command::new("lintian").arg(deb), b"", TOOL_LIMIT);
+    let out = common::run_cmd_with_input(Command::new("lintian").arg(deb), b"", TOOL_LIMIT);
     let report = String::from_utf8_lossy(&out.stdout);
     println!("lintian {deb}:\n{report}(end of lintian's report)");
     let mut wrong = Vec::new();
@@ -417,7 +369,7 @@ fn check_contents(deb: &str) {
     // Nothing is enabled or started by the scripts: cargo-deb's defaults
     // would do both (these are the lines they would add).
     for script in ["preinst", "postinst", "prerm", "postrm"] {
-        let out = run_for(
+        let out = common::run_cmd_with_input(
             Command::new("dpkg-deb").args(["-I", deb, script]),
             b"",
             WAIT,
@@ -457,7 +409,7 @@ fn check_installed() {
         ok("man", &["-w", "randline"], WAIT).trim(),
         "/usr/share/man/man1/randline.1.gz"
     );
-    let page = run_for(
+    let page = common::run_cmd_with_input(
         Command::new("man")
             .args(["-P", "cat", "randline"])
             .env("MANWIDTH", "80"),
@@ -476,7 +428,7 @@ fn check_installed() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let instance = dir.join("randline@0.service");
     std::fs::copy("/usr/lib/systemd/system/randline@.service", &instance).expect("copy template");
-    let out = run_for(
+    let out = common::run_cmd_with_input(
         Command::new("systemd-analyze")
             .arg("verify")
             .args([
@@ -495,7 +447,7 @@ fn check_installed() {
         out.status
     );
     for unit in ["randline.socket", "randline.service"] {
-        let out = run_for(
+        let out = common::run_cmd_with_input(
             Command::new("systemctl").args(["is-enabled", unit]),
             b"",
             WAIT,

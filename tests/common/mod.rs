@@ -200,12 +200,33 @@ pub fn run_cmd(cmd: Command) -> std::process::Output {
 /// [`run_cmd`] for a program that takes longer: it must exit within
 /// `limit` (a hang fails the test, named by its command line).
 pub fn run_cmd_within(mut cmd: Command, limit: Duration) -> std::process::Output {
+    run_cmd_with_input(&mut cmd, b"", limit)
+}
+
+/// [`run_cmd_within`] with `input` fed to the program's stdin (on a
+/// thread, closed after it: the program sees the end of its input).
+pub fn run_cmd_with_input(
+    cmd: &mut Command,
+    input: &[u8],
+    limit: Duration,
+) -> std::process::Output {
+    let stdin = if input.is_empty() {
+        Stdio::null()
+    } else {
+        Stdio::piped()
+    };
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start the program");
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let feeder = child.stdin.take().map(|mut pipe| {
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        })
+    });
     // Drained on threads while it runs: a long output must not fill a
     // pipe and stop the program before it can exit.
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
@@ -226,10 +247,14 @@ pub fn run_cmd_within(mut cmd: Command, limit: Duration) -> std::process::Output
         }
         if Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("{cmd:?} did not exit within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(10));
     };
+    if let Some(feeder) = feeder {
+        feeder.join().expect("stdin writer");
+    }
     std::process::Output {
         status,
         stdout: stdout.join().expect("stdout"),
