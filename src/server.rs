@@ -525,9 +525,6 @@ impl Server {
             None
         };
         let busy = refusal.is_some();
-        let reason = refusal
-            .as_ref()
-            .map_or(String::new(), |(_, why)| why.to_string());
         let ip_counted = matches!(peer, Peer::Tcp(_)) && !self.proxy_protocol && !busy;
         if let Some((message, ref why)) = refusal
             && self.rejected >= self.busy_slots
@@ -555,7 +552,12 @@ impl Server {
         let serial = self.next_serial;
         self.next_serial += 1;
         let mut conn = match refusal {
-            Some((message, why)) => Conn::refused(stream, peer, serial, now, message, why),
+            Some((message, why)) => {
+                // Logged here, where the reason is at hand (formatted only
+                // when debug logging is on).
+                debug!("rejected {peer}: {why} ({} clients)", self.clients);
+                Conn::refused(stream, peer, serial, now, message, why)
+            }
             None => Conn::new(stream, peer, serial, now),
         };
         if self.proxy_protocol && !busy {
@@ -577,7 +579,6 @@ impl Server {
         entry.insert(conn);
         if busy {
             self.rejected += 1;
-            debug!("rejected {peer}: {reason} ({} clients)", self.clients);
         } else {
             self.clients += 1;
             let stats = &mut self.shared.stats;
