@@ -1,29 +1,33 @@
 //! One client: its socket, its place in a line, its unsent answers, and the
-//! phase of its life. [`Conn::drive`] does all of a connection's I/O.
+//! phase of its life, each phase with its own deadline. Every read and
+//! write on a client socket happens in this file: [`Conn::drive`] for a
+//! served client, [`turn_away`] for one refused with no slot to linger in.
 //!
-//! What is *not* here: accepting, polling, timers and the slab, which are
-//! the loop's business ([`crate::server`]); and the meaning of bytes, which
-//! is the framer's ([`crate::line`]).
+//! What is *not* here: accepting, polling, the timer heap, the slab and
+//! the limits counted across clients, which are the loop's business
+//! ([`crate::server`]); and the meaning of bytes, which is the framer's
+//! ([`crate::line`]) and the PROXY parser's ([`crate::proxy`]).
 //!
 //! ```text
-//!            accept                 STOP, line too long, shutdown,    answers
-//!   (refused) ──────┐               idle timeout, bad PROXY header    flushed
-//!   accept ──► Open ─┴──────────────────────────► Closing{linger} ───────► Lingering ──► closed
-//!               │ │ client EOF                                            (shut down write,
-//!               │ └──────────────────────────► Closing{no linger} ──► closed  discard input
-//!               │                               (answers flushed)             until EOF or 2 s)
-//!               └── output timeout, socket error ──────────────────────────────────► closed
+//!                 --proxy-protocol
+//!   accept ──► Header ──header──► Open ──STOP, line too long, idle timeout,──► Closing{linger} ──answers──► Lingering ──► closed
+//!      │         │                 │ │   shutdown, bad or late PROXY header                        flushed    (shut down write,
+//!      │         └──────(same)─────┼─┼──────────────────────────────────────►                                discard input
+//!      │                           │ └── client EOF ──────────────────────► Closing{no linger} ──► closed    until EOF or 2 s)
+//!      └── refused ──► Closing{linger} (its one line: ERR ...)
+//!                                  └──── output timeout, socket error ────────────────────────────────────────────► closed
 //! ```
 //!
 //! The rules of edge-triggered readiness that this file obeys:
 //! - **Readiness is a latch, not a message.** An event sets `readable` or
-//!   `writable`; only the kernel's answer clears it (`WouldBlock`, or a
-//!   short read, below). An event is a hint: the read or write result is
-//!   the truth (spurious events happen).
+//!   `writable` ([`Readiness`]); only the kernel's answer clears it
+//!   (`WouldBlock`, or a short read, below). An event is a hint: the read
+//!   or write result is the truth (spurious events happen).
 //! - **Drain until the socket is empty.** No new edge comes for bytes
 //!   already in the socket. Empty means `WouldBlock`, or, on Linux, a read
 //!   that returned less than asked, unless the client's FIN is known to be
-//!   queued (then read on to EOF). A read loop that stops early must
+//!   queued (then read on to EOF). One function reads ([`Socket::read_chunk`]),
+//!   so the rule is stated once. A read loop that stops early must
 //!   remember why: the per-turn budget ran out ([`Status::Again`]: the loop
 //!   calls us again), or output is backed up (we resume ourselves when a
 //!   write drains it).
@@ -71,8 +75,12 @@ pub const READ_BUDGET: usize = 64 * 1024;
 pub const TURN_READ_BUDGET: usize = 2 << 20;
 /// A client's share of a turn never falls below this: a request still fits.
 pub const MIN_READ_BUDGET: usize = 4 * 1024;
-/// How long a closing connection may take to flush its answers.
-pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// A closing connection is given up when its client takes none of its
+/// answers for this long. A stall limit, not a flush limit: every write
+/// that makes progress moves the deadline to this long after it, so a slow
+/// reader that is still reading is never cut off (shutdown has its own,
+/// absolute, grace period).
+pub const FLUSH_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long input is discarded after our FIN before the socket is closed.
 pub const LINGER: Duration = Duration::from_secs(2);
 /// With `--proxy-protocol`: how long after accept the PROXY header must be
@@ -86,7 +94,8 @@ pub const ERR_BUSY: &[u8] = b"ERR server busy\n";
 /// Sent to one client too many from the same address, before a lingering close.
 pub const ERR_TOO_MANY: &[u8] = b"ERR too many connections from your address\n";
 
-/// The time limits a connection's deadline depends on (the command line's).
+/// The time limits a connection's deadlines are computed from (the
+/// command line's).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timeouts {
     /// `--idle-timeout`: no activity (a complete line received, answer
@@ -107,16 +116,22 @@ pub struct Shared {
     pub numbers: Numbers,
     /// `--max-line`.
     pub max_line: Option<usize>,
-    /// The time of this loop turn (one clock read per wake-up).
+    /// `--idle-timeout` and `--output-timeout`.
+    pub timeouts: Timeouts,
+    /// The time of this loop turn (one clock read per wake-up). Every
+    /// deadline is computed from it, never from the system clock, so a
+    /// test can drive a connection through time it sets itself.
     pub now: Instant,
     /// The loop's counters; a connection bumps the per-byte ones.
     pub stats: Stats,
-    /// Connections per client address; a connection is counted here after
-    /// its PROXY header names its client (the loop counts the others).
+    /// Connections per client address: counted by the loop at accept, or
+    /// here once a PROXY header names the client; given back here when a
+    /// connection closes.
     pub per_ip: PerAddress,
     /// Answers waiting in every connection's `out`, all together. Kept by
-    /// [`Conn::drive`] (what a drive changes) and by the loop (a
-    /// connection's `out` enters it at accept and leaves it when freed).
+    /// [`Conn::drive`] alone (what a drive changes) and by [`Conn::refused`]
+    /// (the one line a refusal starts with); a closed connection's `out`
+    /// is emptied before its drive returns.
     pub pending_out: usize,
     /// `--output-budget`: past it, a client with answers waiting is not
     /// read from until they drain.
@@ -152,7 +167,10 @@ pub enum Why {
     Shutdown,
     /// Nothing received for `--idle-timeout`.
     Idle,
-    /// The client did not take its answers (or its FIN) in time.
+    /// Closing, it took none of its answers for [`FLUSH_STALL_TIMEOUT`]
+    /// (or, at shutdown, did not take them all within the grace period).
+    /// A lingering client whose EOF does not come is closed with the
+    /// reason its close was planned for, not this one.
     Timeout,
     /// `--proxy-protocol`: the connection did not start with a valid header
     /// (the reason is logged when it is found: a `&str` here would make
@@ -183,22 +201,58 @@ impl fmt::Display for Why {
     }
 }
 
-/// Where a connection is in its life (see the picture at the top).
+/// Where a connection is in its life (see the picture at the top). Each
+/// phase holds the deadline that belongs to it, and nothing else does.
 #[derive(Debug)]
 enum Phase {
-    /// Reading lines, answering them. With `--proxy-protocol`, first the
-    /// PROXY header (boxed, and inside the phase, so that connections
-    /// without one pay nothing: an idle `Conn` must stay small).
-    Open { header: Option<Box<HeaderParser>> },
+    /// `--proxy-protocol`: the PROXY header comes first, complete `by`
+    /// then. Boxed, so that connections without one pay nothing: an idle
+    /// `Conn` must stay small.
+    Header {
+        parser: Box<HeaderParser>,
+        by: Instant,
+    },
+    /// Reading lines, answering them. Both deadlines count from the last
+    /// activity (a complete line received, answer bytes taken).
+    Open {
+        /// `--idle-timeout`.
+        idle_by: Option<Instant>,
+        /// `--output-timeout`: due only while answers wait in `out`.
+        stuck_by: Option<Instant>,
+    },
     /// No more lines will be read. Once `out` is flushed: shut down our
-    /// write side and linger if the client may still be sending, else close.
-    Closing { linger: bool, why: Why },
+    /// write side and linger if the client may still be sending, else
+    /// close. Given up `by` then (moved later by every write that makes
+    /// progress, see [`FLUSH_STALL_TIMEOUT`]).
+    Closing { linger: bool, why: Why, by: Instant },
     /// Our FIN is sent. Input is read and thrown away until the client's
-    /// EOF or the deadline, so that closing never answers unread input with
-    /// a reset that could destroy answers the client has not read yet.
-    Lingering { why: Why },
+    /// EOF or `until`, so that closing never answers unread input with a
+    /// reset that could destroy answers the client has not read yet.
+    Lingering { why: Why, until: Instant },
     /// Finished; the loop frees the slot at the end of the turn.
     Closed,
+}
+
+impl Phase {
+    /// Open, with the deadlines of a client active at `now`.
+    fn open(now: Instant, t: Timeouts) -> Phase {
+        Phase::Open {
+            idle_by: t.idle.map(|d| now + d),
+            stuck_by: t.output.map(|d| now + d),
+        }
+    }
+}
+
+/// What brings the loop to a connection.
+#[derive(Debug)]
+pub enum Wake {
+    /// An event for its socket, or its turn on the "again" list.
+    Ready,
+    /// Its deadline has passed.
+    Deadline,
+    /// The server is shutting down: close gracefully, by this time at the
+    /// latest.
+    Shutdown(Instant),
 }
 
 /// What the loop should do with a connection after driving it.
@@ -212,126 +266,189 @@ pub enum Status {
     Closed(Why),
 }
 
-/// Which of the loop's limits a connection counts against. One field, not
-/// two flags: a connection is never both a client and a rejection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Seat {
-    /// Open, counted against `--max-connections`.
-    Client,
-    /// Turned away, lingering: counted against the busy slots.
-    Rejected,
-    /// Closing after being a client: counts against nothing (lingering
-    /// must not block a newcomer).
-    Released,
+/// What the latest events said the socket can do. Each flag is set by an
+/// event and cleared only by the kernel's answer (see the rules above).
+#[derive(Debug, Clone, Copy, Default)]
+struct Readiness {
+    /// It may have input.
+    readable: bool,
+    /// It may take output.
+    writable: bool,
+    /// The client's FIN has arrived: read on to EOF, even after a short read.
+    read_closed: bool,
+    /// The client sent urgent (out-of-band) data: a short read may then
+    /// stop at the urgent mark with more queued, so read to `WouldBlock`.
+    urgent: bool,
+}
+
+/// A client socket and what is known of its readiness: every read and
+/// write of a served client goes through here.
+struct Socket {
+    stream: Stream,
+    ready: Readiness,
+}
+
+/// What one read returned.
+enum Chunk {
+    /// `n` bytes; `drained` if the read was short, so the socket is empty
+    /// (the readable latch is cleared already).
+    Data { n: usize, drained: bool },
+    /// The client will send nothing more.
+    Eof,
+    /// `WouldBlock`: nothing queued (the latch is cleared already).
+    Empty,
+}
+
+impl Socket {
+    /// One read into `buf`, obeying the rules of edge-triggered reading.
+    fn read_chunk(&mut self, buf: &mut [u8], stats: &mut Stats) -> io::Result<Chunk> {
+        loop {
+            stats.reads += 1;
+            return match self.stream.read(buf) {
+                Ok(0) => Ok(Chunk::Eof),
+                Ok(n) => {
+                    stats.bytes_in += n as u64;
+                    // A short read emptied the socket: on Linux (epoll) a
+                    // read that returns less than asked took everything
+                    // queued, and any byte that arrives later raises a new
+                    // edge. So skip the read that would only say
+                    // WouldBlock: one syscall less per request (tokio does
+                    // the same, tokio#4840; mio promises nothing,
+                    // mio#1611). Except when the FIN is already known: then
+                    // read on to EOF, or a FIN that came with the last data
+                    // would never be seen; and after urgent data.
+                    let drained = n < buf.len() && !self.ready.read_closed && !self.ready.urgent;
+                    self.ready.readable &= !drained;
+                    Ok(Chunk::Data { n, drained })
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    stats.wouldblock += 1;
+                    self.ready.readable = false;
+                    Ok(Chunk::Empty)
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+        }
+    }
+
+    /// Writes as much of `buf` as the socket takes; returns how much it took.
+    fn write_some(&mut self, token: Token, buf: &[u8], stats: &mut Stats) -> io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() && self.ready.writable {
+            stats.writes += 1;
+            match self.stream.write(&buf[done..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    stats.bytes_out += n as u64;
+                    trace!("token {}: wrote {n} of {} bytes", token.0, buf.len() - done);
+                    done += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    stats.wouldblock += 1;
+                    trace!(
+                        "token {}: write WouldBlock, {} bytes wait for a writable event",
+                        token.0,
+                        buf.len() - done
+                    );
+                    self.ready.writable = false;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
 }
 
 /// One client connection.
 pub struct Conn {
-    stream: Stream,
-    /// Who is on the other end, for logs.
+    socket: Socket,
+    /// Who is on the other end, for logs (the client a PROXY header names,
+    /// once read).
     pub peer: Peer,
     framer: LineFramer,
     /// Answers the kernel has not taken yet. No allocation while empty:
     /// an idle client owns no buffer.
     out: Vec<u8>,
     phase: Phase,
-    /// The socket may have input: set by events, cleared by `WouldBlock`.
-    readable: bool,
-    /// The socket may take output: set by events, cleared by `WouldBlock`.
-    writable: bool,
-    /// An event said the client's FIN has arrived: read on to EOF, even
-    /// after a short read (see `read_lines`).
-    read_closed: bool,
-    /// In phase `Open`: the client's last activity (a complete line
-    /// received, answer bytes taken), for `--idle-timeout` and
-    /// `--output-timeout`; with a PROXY header still to come, the accept.
-    /// In the closing phases: when to give up on the client.
-    clock: Instant,
-    /// Already in the loop's "drive again" list.
-    pub queued: bool,
-    /// What this connection holds of `--max-connections` (or of the loop's
-    /// slots for rejections).
-    pub seat: Seat,
-    /// Counted in [`Shared::per_ip`] under its peer's address.
-    pub ip_counted: bool,
-    /// The client sent urgent (out-of-band) data: a short read may then
-    /// stop at the urgent mark with more queued, so read to `WouldBlock`.
-    urgent: bool,
     /// Not read from because its answers backed up (for the trace and the
     /// `paused` counter: one pause, however many turns it lasts).
     paused: bool,
-    /// Unique per accepted connection: tells timer entries armed for an
-    /// earlier connection in the same slab slot from this one's.
-    pub serial: u64,
+    /// Holds a count in [`Shared::per_ip`] under its peer's address, given
+    /// back when the connection closes.
+    ip_counted: bool,
 }
 
 impl Conn {
-    /// A fresh client, ready for lines.
-    pub fn new(stream: Stream, peer: Peer, serial: u64, now: Instant) -> Self {
+    /// A fresh client at `sh.now`, ready for lines (or, with
+    /// `proxy_header`, for its PROXY header first). `ip_counted`: the loop
+    /// counted it in [`Shared::per_ip`] already.
+    pub fn new(
+        stream: Stream,
+        peer: Peer,
+        proxy_header: bool,
+        ip_counted: bool,
+        sh: &Shared,
+    ) -> Self {
+        let phase = if proxy_header {
+            Phase::Header {
+                parser: Box::new(HeaderParser::new()),
+                by: sh.now + HEADER_TIMEOUT,
+            }
+        } else {
+            Phase::open(sh.now, sh.timeouts)
+        };
         Conn {
-            stream,
+            socket: Socket {
+                stream,
+                // A new socket's send buffer is empty: writing will succeed.
+                ready: Readiness {
+                    writable: true,
+                    ..Readiness::default()
+                },
+            },
             peer,
             framer: LineFramer::new(),
             out: Vec::new(),
-            phase: Phase::Open { header: None },
-            readable: false,
-            // A new socket's send buffer is empty: writing will succeed.
-            writable: true,
-            read_closed: false,
-            clock: now,
-            queued: false,
-            seat: Seat::Client,
-            ip_counted: false,
-            urgent: false,
+            phase,
             paused: false,
-            serial,
+            ip_counted,
         }
     }
 
     /// A client turned away at accept (`why`: [`Why::Busy`] or
-    /// [`Why::TooMany`]): it gets `message`, then a lingering close.
-    pub fn refused(
-        stream: Stream,
-        peer: Peer,
-        serial: u64,
-        now: Instant,
-        message: &[u8],
-        why: Why,
-    ) -> Self {
-        let mut c = Conn::new(stream, peer, serial, now);
+    /// [`Why::TooMany`]): it gets `message` on its first drive, then a
+    /// lingering close. The message joins [`Shared::pending_out`] here.
+    pub fn refused(stream: Stream, peer: Peer, message: &[u8], why: Why, sh: &mut Shared) -> Self {
+        let mut c = Conn::new(stream, peer, false, false, sh);
         c.out.extend_from_slice(message);
-        c.close(why, now + FLUSH_TIMEOUT);
-        c.seat = Seat::Rejected;
+        sh.pending_out += c.out.len();
+        c.close(why, sh.now + FLUSH_STALL_TIMEOUT);
         c
-    }
-
-    /// `--proxy-protocol`: the first bytes must be a PROXY header. Until
-    /// it is complete nothing is answered, and the deadline is the header's.
-    pub fn expect_proxy_header(&mut self) {
-        self.phase = Phase::Open {
-            header: Some(Box::new(HeaderParser::new())),
-        };
     }
 
     /// The socket, for (de)registration.
     pub fn stream(&mut self) -> &mut Stream {
-        &mut self.stream
+        &mut self.socket.stream
     }
 
     /// Latches what an event reported. Error and hang-up flags latch both
     /// directions: the next read or write returns the real error.
     pub fn mark_ready(&mut self, event: &mio::event::Event) {
         let failed = event.is_error();
-        self.readable |= event.is_readable() || event.is_read_closed() || failed;
+        let ready = &mut self.socket.ready;
+        ready.readable |= event.is_readable() || event.is_read_closed() || failed;
         // Sticky: the FIN may come in the same event as the last data.
-        self.read_closed |= event.is_read_closed() || failed;
-        self.urgent |= event.is_priority();
-        self.writable |= event.is_writable() || event.is_write_closed() || failed;
+        ready.read_closed |= event.is_read_closed() || failed;
+        ready.urgent |= event.is_priority();
+        ready.writable |= event.is_writable() || event.is_write_closed() || failed;
     }
 
-    /// True while the connection is still reading and answering lines.
+    /// True while the connection is still reading and answering lines
+    /// (its PROXY header included).
     pub fn is_open(&self) -> bool {
-        matches!(self.phase, Phase::Open { .. })
+        matches!(self.phase, Phase::Header { .. } | Phase::Open { .. })
     }
 
     /// True while not read from because its answers backed up.
@@ -350,52 +467,96 @@ impl Conn {
         matches!(self.phase, Phase::Closed)
     }
 
-    /// Answers waiting in this connection (counted in [`Shared::pending_out`]).
-    pub fn pending(&self) -> usize {
-        self.out.len()
-    }
-
-    /// When this connection next needs the loop's attention without an event.
-    pub fn deadline(&self, t: Timeouts) -> Option<Instant> {
+    /// When this connection next needs the loop's attention without an
+    /// event: its phase's deadline.
+    pub fn deadline(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Open { header: Some(_) } => Some(self.clock + HEADER_TIMEOUT),
-            Phase::Open { header: None } => {
-                let idle = t.idle.map(|d| self.clock + d);
-                let output = t
-                    .output
-                    .filter(|_| !self.out.is_empty())
-                    .map(|d| self.clock + d);
-                match (idle, output) {
+            Phase::Header { by, .. } => Some(by),
+            Phase::Open { idle_by, stuck_by } => {
+                let stuck_by = stuck_by.filter(|_| !self.out.is_empty());
+                match (idle_by, stuck_by) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 }
             }
-            Phase::Closing { .. } | Phase::Lingering { .. } => Some(self.clock),
+            Phase::Closing { by, .. } => Some(by),
+            Phase::Lingering { until, .. } => Some(until),
             Phase::Closed => None,
         }
     }
 
-    /// Its deadline has passed. An idle client is closed gracefully (drive
-    /// it next); one that was already closing is given up now: a lingering
-    /// one has simply lingered long enough, one still flushing timed out.
-    /// A client whose answers are stuck (`--output-timeout`) is closed at
-    /// once: it is not reading, so a graceful close would only wait.
-    pub fn expire(&mut self, now: Instant, t: Timeouts, stats: &mut Stats) -> Option<Status> {
-        match self.phase {
-            Phase::Open { header: None }
-                if !self.out.is_empty() && t.output.is_some_and(|d| self.clock + d <= now) =>
+    /// Runs the connection after `wake`: does all the I/O it is ready for
+    /// (read and answer lines within the budget, write answers, move
+    /// through the closing phases) and says what the loop should do next.
+    /// Its next deadline is [`Conn::deadline`]'s answer after this returns.
+    ///
+    /// `answers` is the loop's shared answer buffer, lent for this call:
+    /// taken by value, it is emptied when this returns, by any path (see
+    /// [`crate::answers`]), so no answer framed here can reach another client.
+    pub fn drive(
+        &mut self,
+        token: Token,
+        wake: Wake,
+        sh: &mut Shared,
+        answers: Loan<'_>,
+    ) -> Status {
+        debug_assert!(
+            answers.is_empty(),
+            "token {}: the shared answer buffer holds another client's bytes",
+            token.0
+        );
+        // Whatever path the drive takes, the total follows this `out`.
+        let before = self.out.len();
+        let status = match wake {
+            Wake::Ready => self.drive_io(token, sh, answers),
+            Wake::Deadline => match self.expire(sh) {
+                Some(status) => status,
+                None => {
+                    debug!("deadline for {} (token {})", self.peer, token.0);
+                    self.drive_io(token, sh, answers)
+                }
+            },
+            Wake::Shutdown(by) => {
+                self.close(Why::Shutdown, by);
+                self.drive_io(token, sh, answers)
+            }
+        };
+        if let Status::Closed(_) = status {
+            // Nobody will take these answers now.
+            self.out = Vec::new();
+            if std::mem::take(&mut self.ip_counted)
+                && let Some(ip) = self.peer.ip()
             {
-                stats.output_closed += 1;
+                sh.per_ip.release(ip);
+            }
+        }
+        debug_assert!(sh.pending_out >= before, "pending_out went below zero");
+        sh.pending_out = sh.pending_out - before + self.out.len();
+        status
+    }
+
+    /// Its deadline has passed. An idle client, or one whose PROXY header
+    /// is late, is closed gracefully (`None`: drive it next); one that was
+    /// already closing is given up now: a lingering one has simply lingered
+    /// long enough, one still flushing stalled. A client whose answers are
+    /// stuck (`--output-timeout`) is closed at once: it is not reading, so
+    /// a graceful close would only wait.
+    fn expire(&mut self, sh: &mut Shared) -> Option<Status> {
+        let now = sh.now;
+        match self.phase {
+            Phase::Header { .. } => {
+                self.close(Why::NoHeader, now + LINGER);
+                None
+            }
+            Phase::Open { stuck_by, .. }
+                if !self.out.is_empty() && stuck_by.is_some_and(|at| at <= now) =>
+            {
+                sh.stats.output_closed += 1;
                 Some(self.finish(Some(Why::OutputTimeout)))
             }
-            Phase::Open { ref header } => {
-                let why = if header.is_some() {
-                    Why::NoHeader
-                } else {
-                    stats.idle_closed += 1;
-                    Why::Idle
-                };
-                self.close(why, now + LINGER);
+            Phase::Open { .. } => {
+                sh.stats.idle_closed += 1;
+                self.close(Why::Idle, now + LINGER);
                 None
             }
             Phase::Lingering { .. } => Some(self.finish(None)),
@@ -405,35 +566,30 @@ impl Conn {
 
     /// Stop answering lines (after the ones already answered) and close
     /// gracefully by `by` at the latest.
-    pub fn close(&mut self, why: Why, by: Instant) {
-        match self.phase {
-            Phase::Open { .. } => {
-                self.phase = Phase::Closing { linger: true, why };
-                self.clock = by;
+    fn close(&mut self, why: Why, by: Instant) {
+        match &mut self.phase {
+            Phase::Header { .. } | Phase::Open { .. } => {
+                self.phase = Phase::Closing {
+                    linger: true,
+                    why,
+                    by,
+                };
             }
             // Already closing: only the deadline can come closer.
-            _ => self.clock = self.clock.min(by),
+            Phase::Closing { by: at, .. } | Phase::Lingering { until: at, .. } => {
+                *at = (*at).min(by);
+            }
+            Phase::Closed => {}
         }
     }
 
-    /// Does all the I/O the connection is ready for: read and answer lines
-    /// (within the budget), write answers, and move through the closing
-    /// phases. Called for every event and for every "again" entry.
-    ///
-    /// `answers` is the loop's shared answer buffer, lent for this call:
-    /// taken by value, it is emptied when this returns, by any path (see
-    /// [`crate::answers`]), so no answer framed here can reach another client.
-    pub fn drive(&mut self, token: Token, sh: &mut Shared, answers: Loan<'_>) -> Status {
-        debug_assert!(
-            answers.is_empty(),
-            "token {}: the shared answer buffer holds another client's bytes",
-            token.0
-        );
-        // Whatever path the drive takes, the total follows this `out`.
-        let before = self.out.len();
-        let status = self.drive_io(token, sh, answers);
-        sh.pending_out = sh.pending_out - before + self.out.len();
-        status
+    /// Gives up the connection now; a failure overrides the planned reason.
+    fn finish(&mut self, failure: Option<Why>) -> Status {
+        let planned = match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::Closing { why, .. } | Phase::Lingering { why, .. } => why,
+            Phase::Header { .. } | Phase::Open { .. } | Phase::Closed => Why::ClientClosed,
+        };
+        Status::Closed(failure.unwrap_or(planned))
     }
 
     fn drive_io(&mut self, token: Token, sh: &mut Shared, mut answers: Loan<'_>) -> Status {
@@ -441,9 +597,11 @@ impl Conn {
         loop {
             let mut client_done = false;
             let io = match self.phase {
-                Phase::Open { .. } => self.read_lines(token, sh, &mut answers, &mut budget),
+                Phase::Header { .. } | Phase::Open { .. } => {
+                    self.read_lines(token, sh, &mut answers, &mut budget)
+                }
                 Phase::Lingering { .. } => self
-                    .discard_input(token, &mut sh.rbuf, &mut sh.stats, &mut budget)
+                    .discard_input(token, sh, &mut budget)
                     .map(|eof| client_done = eof),
                 Phase::Closing { .. } | Phase::Closed => Ok(()),
             };
@@ -455,48 +613,23 @@ impl Conn {
             let gated = self.gated(sh);
             self.note_backpressure(token, gated, &mut sh.stats);
             if wrote > 0 {
-                match self.phase {
-                    // Answer bytes taken: activity (the client is reading).
-                    Phase::Open { header: None } => self.clock = sh.now,
-                    // A slow reader that is still reading is not cut off:
-                    // the flush deadline counts from its latest progress.
-                    // (Shutdown has its own, absolute, grace period.)
-                    Phase::Closing { .. } => self.clock = self.clock.max(sh.now + FLUSH_TIMEOUT),
-                    _ => {}
-                }
+                self.progressed(sh);
             }
             if client_done {
                 return self.finish(None);
             }
-
-            if let Phase::Closing { linger, .. } = self.phase
-                && self.out.is_empty()
-            {
-                // Every answer is with the kernel now.
-                if !linger {
-                    return self.finish(None);
-                }
-                // Our FIN goes out behind the answers: the client reads
-                // them, then EOF. Its own unread bytes we read and drop.
-                if let Err(e) = self.stream.shutdown(Shutdown::Write) {
-                    return self.finish(Some(Why::Failed(e)));
-                }
-                trace!("token {}: shut down write side, lingering", token.0);
-                if let Phase::Closing { why, .. } =
-                    std::mem::replace(&mut self.phase, Phase::Closed)
-                {
-                    self.phase = Phase::Lingering { why };
-                }
-                self.clock = self.clock.min(sh.now + LINGER);
+            match self.close_when_flushed(token, sh.now) {
+                Ok(false) => {}
+                Ok(true) => return self.finish(None),
+                Err(e) => return self.finish(Some(Why::Failed(e))),
             }
-
             // Go round again only if reading stopped for backpressure and
             // the write just made room: no event would come to resume it.
-            if !(self.reads() && self.readable && budget > 0 && !self.gated(sh)) {
+            if !(self.reads() && self.socket.ready.readable && budget > 0 && !self.gated(sh)) {
                 break;
             }
         }
-        if self.reads() && self.readable && budget == 0 {
+        if self.reads() && self.socket.ready.readable && budget == 0 {
             sh.stats.yields += 1;
             trace!("token {}: read budget used up, again next turn", token.0);
             Status::Again
@@ -505,13 +638,38 @@ impl Conn {
         }
     }
 
-    /// Gives up the connection now; a failure overrides the planned reason.
-    pub fn finish(&mut self, failure: Option<Why>) -> Status {
-        let planned = match std::mem::replace(&mut self.phase, Phase::Closed) {
-            Phase::Closing { why, .. } | Phase::Lingering { why } => why,
-            Phase::Open { .. } | Phase::Closed => Why::ClientClosed,
+    /// The client took answer bytes: activity while open; while closing,
+    /// the stall deadline counts from now.
+    fn progressed(&mut self, sh: &Shared) {
+        match &mut self.phase {
+            Phase::Open { .. } => self.phase = Phase::open(sh.now, sh.timeouts),
+            Phase::Closing { by, .. } => *by = (*by).max(sh.now + FLUSH_STALL_TIMEOUT),
+            _ => {}
+        }
+    }
+
+    /// Closing, with every answer with the kernel: true if the
+    /// connection is done (the client's EOF came already); else our FIN
+    /// goes out behind the answers and the connection lingers.
+    fn close_when_flushed(&mut self, token: Token, now: Instant) -> io::Result<bool> {
+        let Phase::Closing { linger, by, .. } = self.phase else {
+            return Ok(false);
         };
-        Status::Closed(failure.unwrap_or(planned))
+        if !self.out.is_empty() {
+            return Ok(false);
+        }
+        if !linger {
+            return Ok(true);
+        }
+        // The client reads the answers, then EOF. Its own unread bytes we
+        // read and drop.
+        self.socket.stream.shutdown(Shutdown::Write)?;
+        trace!("token {}: shut down write side, lingering", token.0);
+        if let Phase::Closing { why, .. } = std::mem::replace(&mut self.phase, Phase::Closed) {
+            let until = by.min(now + LINGER);
+            self.phase = Phase::Lingering { why, until };
+        }
+        Ok(false)
     }
 
     /// Backpressure: not read from while its answers back up, past
@@ -524,7 +682,7 @@ impl Conn {
     }
 
     /// Traces and counts backpressure pauses; the rule itself is
-    /// [`Conn::gated`], checked in `read_lines`.
+    /// [`Conn::gated`], checked in `read_size`.
     fn note_backpressure(&mut self, token: Token, backed_up: bool, stats: &mut Stats) {
         if !self.is_open() {
             // Closing: no more reading either way.
@@ -535,29 +693,24 @@ impl Conn {
             return;
         }
         self.paused = backed_up;
+        let (what, pending) = (if backed_up { "paused" } else { "resumed" }, self.out.len());
         if backed_up {
             stats.paused += 1;
-            trace!(
-                "token {}: paused reading: {} bytes of answers pending",
-                token.0,
-                self.out.len()
-            );
-        } else {
-            trace!(
-                "token {}: resumed reading: {} bytes of answers pending",
-                token.0,
-                self.out.len()
-            );
         }
+        trace!(
+            "token {}: {what} reading: {pending} bytes of answers pending",
+            token.0
+        );
     }
 
     /// In a phase that reads from the socket.
     fn reads(&self) -> bool {
-        matches!(self.phase, Phase::Open { .. } | Phase::Lingering { .. })
+        !matches!(self.phase, Phase::Closing { .. } | Phase::Closed)
     }
 
-    /// Reads until `WouldBlock`, EOF, the budget, or backpressure; frames
-    /// what it reads and appends one answer per complete line.
+    /// Header or Open: reads until `WouldBlock`, EOF, the budget, or
+    /// backpressure; takes the PROXY header, then frames what it reads and
+    /// appends one answer per complete line.
     fn read_lines(
         &mut self,
         token: Token,
@@ -565,173 +718,168 @@ impl Conn {
         answers: &mut Vec<u8>,
         budget: &mut usize,
     ) -> io::Result<()> {
-        let max_answer = sh.numbers.max_len();
-        while self.readable && *budget > 0 {
-            let over_budget = !self.out.is_empty() && sh.over_budget();
-            // Answers go straight to the lent answer buffer, unless older
-            // ones are still waiting: then behind them, to keep the order.
-            let out = if self.out.is_empty() {
-                &mut *answers
-            } else {
-                &mut self.out
-            };
-            if out.len() > OUT_LOW || over_budget {
-                // Write these before reading more (`drive` comes back here
-                // if the kernel takes them; see `gated` if not).
+        while self.socket.ready.readable && *budget > 0 && self.is_open() {
+            let queued = !self.out.is_empty();
+            let out = if queued { &mut self.out } else { &mut *answers };
+            let Some(want) = read_size(out, queued, sh, *budget) else {
+                // Write these first (`drive_io` comes back here if the
+                // kernel takes them; see `gated` if not). A read of 0
+                // bytes would look like EOF.
                 return Ok(());
-            }
-            if !out.is_empty() && out.capacity() < OUT_CAP + OUT_SLACK {
-                // Queueing behind a slow reader's answers: size its buffer
-                // for the cap once, so that doubling never overshoots it.
-                out.reserve_exact(OUT_CAP + OUT_SLACK - out.len());
-            }
-            // Every byte read could end a line: read no more than the
-            // answers that still fit under OUT_CAP; over the output budget,
-            // no more than OVER_BUDGET_BATCH of answers (only a client with
-            // none waiting gets here then).
-            let room = if sh.over_budget() {
-                OVER_BUDGET_BATCH.saturating_sub(out.len())
-            } else {
-                OUT_CAP - out.len()
             };
-            let want = (room / max_answer).min(sh.rbuf.len()).min(*budget);
-            if want == 0 {
-                // This batch's answers fill the over-budget share: write
-                // them first (`drive` comes back if the kernel takes them).
-                // A read of 0 bytes would look like EOF.
-                return Ok(());
-            }
-            sh.stats.reads += 1;
-            let n = match self.stream.read(&mut sh.rbuf[..want]) {
-                Ok(0) => {
+            let n = match self
+                .socket
+                .read_chunk(&mut sh.rbuf[..want], &mut sh.stats)?
+            {
+                Chunk::Data { n, drained } => {
+                    let short = if drained {
+                        " (short: socket drained)"
+                    } else {
+                        ""
+                    };
+                    trace!("token {}: read {n} bytes{short}", token.0);
+                    n
+                }
+                Chunk::Eof => {
                     // The client is done sending; it still gets every
                     // answer owed. Nothing more can arrive, so no linger.
                     trace!("token {}: read EOF", token.0);
                     self.phase = Phase::Closing {
                         linger: false,
                         why: Why::ClientClosed,
+                        by: sh.now + FLUSH_STALL_TIMEOUT,
                     };
-                    self.clock = sh.now + FLUSH_TIMEOUT;
                     return Ok(());
                 }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    sh.stats.wouldblock += 1;
+                Chunk::Empty => {
                     trace!("token {}: read WouldBlock", token.0);
-                    self.readable = false;
                     return Ok(());
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
             };
             *budget -= n;
-            sh.stats.bytes_in += n as u64;
-            // A short read emptied the socket: on Linux (epoll) a read that
-            // returns less than asked took everything queued, and any byte
-            // that arrives later raises a new edge. So skip the read that
-            // would only say WouldBlock: one syscall less per request
-            // (tokio does the same, tokio#4840; mio promises nothing, mio#1611).
-            // Except when the FIN is already known: then read on to EOF, or
-            // a FIN that came with the last data would never be seen.
-            if n < want && !self.read_closed && !self.urgent {
-                self.readable = false;
-                trace!("token {}: read {n} bytes (short: socket drained)", token.0);
-            } else {
-                trace!("token {}: read {n} bytes", token.0);
-            }
-
-            let lines_before = sh.stats.lines;
-            let mut input = &sh.rbuf[..n];
-            // --proxy-protocol: the header comes first (and may take several
-            // reads); whatever follows it in `input` is lines.
-            let mut outcome = None; // None: no header, or all of `input` was header
-            if let Phase::Open {
-                header: Some(parser),
-            } = &mut self.phase
-            {
-                let used;
-                (used, outcome) = parser.advance(input);
-                input = &input[used..];
-            }
-            match outcome {
-                None => {}
-                Some(Ok(header)) => {
-                    self.phase = Phase::Open { header: None };
-                    self.clock = sh.now;
-                    // Counted under the client the header names; a header
-                    // that names none (LOCAL, UNKNOWN, UDP or Unix) is the
-                    // proxy speaking for itself: not counted, as a Unix
-                    // socket's clients are not.
-                    if let Header::Client(addr) = header {
-                        if !sh.per_ip.admit(addr.ip()) {
-                            sh.stats.rejected_per_ip += 1;
-                            debug!(
-                                "refused {addr} (proxied by {}): too many connections from its address",
-                                self.peer
-                            );
-                            out.extend_from_slice(ERR_TOO_MANY);
-                            self.close(Why::TooMany, sh.now + FLUSH_TIMEOUT);
-                            return Ok(());
-                        }
-                        self.ip_counted = true;
-                    }
-                    on_header(token, &mut self.peer, header);
-                }
-                Some(Err(why)) => {
-                    // Never answered: whatever this is, it is not ours.
-                    debug!("{}: PROXY header refused: {why}", self.peer);
-                    self.phase = Phase::Closing {
-                        linger: true,
-                        why: Why::BadHeader,
-                    };
-                    self.clock = sh.now + FLUSH_TIMEOUT;
-                    return Ok(());
-                }
-            }
-            let mut end = None;
-            while !input.is_empty() {
-                let (used, frame) = self.framer.advance(input, sh.max_line);
-                input = &input[used..];
-                match frame {
-                    None => {}
-                    Some(Frame::Line) => {
-                        sh.numbers.write_next(out);
-                        sh.stats.lines += 1;
-                    }
-                    // Bytes after STOP are not lines: the rest of this
-                    // read is dropped, later input discarded while lingering.
-                    Some(Frame::Stop) => {
-                        end = Some(Why::Stop);
-                        break;
-                    }
-                    Some(Frame::TooLong) => {
-                        out.extend_from_slice(ERR_TOO_LONG);
-                        end = Some(Why::TooLong);
-                        break;
-                    }
-                }
-            }
-            if sh.stats.lines > lines_before {
-                // A complete line is activity; bytes that end no line are
-                // not, so a client dripping them cannot hold its slot.
-                self.clock = sh.now;
-            }
-            trace!(
-                "token {}: answered {}{}",
-                token.0,
-                plural(sh.stats.lines - lines_before, "line"),
-                match end {
-                    Some(Why::Stop) => ", then STOP",
-                    Some(_) => ", then a line too long: ERR",
-                    None => "",
-                }
-            );
-            if let Some(why) = end {
-                self.close(why, sh.now + FLUSH_TIMEOUT);
-                return Ok(());
-            }
+            let start = match self.phase {
+                Phase::Header { .. } => match self.take_header(token, n, sh, answers) {
+                    Some(start) => start,
+                    None => return Ok(()),
+                },
+                _ => 0,
+            };
+            self.answer(token, start..n, sh, answers);
         }
         Ok(())
+    }
+
+    /// `--proxy-protocol`: feeds `rbuf[..n]` to the header parser (nothing
+    /// is answered before the header, so an error line goes to `answers`). Returns
+    /// where the lines start in it once the header is complete and the
+    /// client admitted; `None` while the header is incomplete or after it
+    /// closed the connection (a bad header, too many from its address).
+    fn take_header(
+        &mut self,
+        token: Token,
+        n: usize,
+        sh: &mut Shared,
+        answers: &mut Vec<u8>,
+    ) -> Option<usize> {
+        debug_assert!(self.out.is_empty(), "answers queued before the header");
+        let Phase::Header { parser, .. } = &mut self.phase else {
+            return Some(0);
+        };
+        let (used, outcome) = parser.advance(&sh.rbuf[..n]);
+        let header = match outcome? {
+            Ok(header) => header,
+            Err(why) => {
+                // Never answered: whatever this is, it is not ours.
+                debug!("{}: PROXY header refused: {why}", self.peer);
+                self.phase = Phase::Closing {
+                    linger: true,
+                    why: Why::BadHeader,
+                    by: sh.now + FLUSH_STALL_TIMEOUT,
+                };
+                return None;
+            }
+        };
+        self.phase = Phase::open(sh.now, sh.timeouts);
+        // Counted under the client the header names; a header that names
+        // none (LOCAL, UNKNOWN, UDP or Unix) is the proxy speaking for
+        // itself: not counted, as a Unix socket's clients are not.
+        if let Header::Client(addr) = header {
+            if !sh.per_ip.admit(addr.ip()) {
+                sh.stats.rejected_per_ip += 1;
+                debug!(
+                    "refused {addr} (proxied by {}): too many connections from its address",
+                    self.peer
+                );
+                answers.extend_from_slice(ERR_TOO_MANY);
+                self.close(Why::TooMany, sh.now + FLUSH_STALL_TIMEOUT);
+                return None;
+            }
+            self.ip_counted = true;
+        }
+        on_header(token, &mut self.peer, header);
+        Some(used)
+    }
+
+    /// Frames `rbuf[range]` and appends one answer per complete line;
+    /// `STOP` or a line too long starts the close.
+    fn answer(
+        &mut self,
+        token: Token,
+        range: std::ops::Range<usize>,
+        sh: &mut Shared,
+        answers: &mut Vec<u8>,
+    ) {
+        // Answers go straight to the lent answer buffer, unless older ones
+        // are still waiting: then behind them, to keep the order.
+        let out = if self.out.is_empty() {
+            answers
+        } else {
+            &mut self.out
+        };
+        let lines_before = sh.stats.lines;
+        let mut input = &sh.rbuf[range];
+        let mut end = None;
+        while !input.is_empty() {
+            let (used, frame) = self.framer.advance(input, sh.max_line);
+            input = &input[used..];
+            match frame {
+                None => {}
+                Some(Frame::Line) => {
+                    sh.numbers.write_next(out);
+                    sh.stats.lines += 1;
+                }
+                // Bytes after STOP are not lines: the rest of this read is
+                // dropped, later input discarded while lingering.
+                Some(Frame::Stop) => {
+                    end = Some(Why::Stop);
+                    break;
+                }
+                Some(Frame::TooLong) => {
+                    out.extend_from_slice(ERR_TOO_LONG);
+                    end = Some(Why::TooLong);
+                    break;
+                }
+            }
+        }
+        let answered = sh.stats.lines - lines_before;
+        if answered > 0 {
+            // A complete line is activity; bytes that end no line are
+            // not, so a client dripping them cannot hold its slot.
+            self.phase = Phase::open(sh.now, sh.timeouts);
+        }
+        trace!(
+            "token {}: answered {}{}",
+            token.0,
+            plural(answered, "line"),
+            match end {
+                Some(Why::Stop) => ", then STOP",
+                Some(_) => ", then a line too long: ERR",
+                None => "",
+            }
+        );
+        if let Some(why) = end {
+            self.close(why, sh.now + FLUSH_STALL_TIMEOUT);
+        }
     }
 
     /// Lingering: reads and drops input until EOF, `WouldBlock` or the
@@ -739,34 +887,24 @@ impl Conn {
     fn discard_input(
         &mut self,
         token: Token,
-        rbuf: &mut [u8],
-        stats: &mut Stats,
+        sh: &mut Shared,
         budget: &mut usize,
     ) -> io::Result<bool> {
-        while self.readable && *budget > 0 {
-            stats.reads += 1;
-            let want = rbuf.len().min(*budget);
-            match self.stream.read(&mut rbuf[..want]) {
-                Ok(0) => {
+        while self.socket.ready.readable && *budget > 0 {
+            let want = sh.rbuf.len().min(*budget);
+            match self
+                .socket
+                .read_chunk(&mut sh.rbuf[..want], &mut sh.stats)?
+            {
+                Chunk::Data { n, .. } => {
+                    trace!("token {}: read {n} bytes, discarded (lingering)", token.0);
+                    *budget -= n;
+                }
+                Chunk::Eof => {
                     trace!("token {}: read EOF while lingering", token.0);
                     return Ok(true);
                 }
-                Ok(n) => {
-                    stats.bytes_in += n as u64;
-                    trace!("token {}: read {n} bytes, discarded (lingering)", token.0);
-                    *budget = budget.saturating_sub(n);
-                    // The short-read rule, as in `read_lines`.
-                    if n < want && !self.read_closed && !self.urgent {
-                        self.readable = false;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    stats.wouldblock += 1;
-                    trace!("token {}: read WouldBlock while lingering", token.0);
-                    self.readable = false;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Chunk::Empty => trace!("token {}: read WouldBlock while lingering", token.0),
             }
         }
         Ok(false)
@@ -783,20 +921,14 @@ impl Conn {
         stats: &mut Stats,
     ) -> io::Result<usize> {
         if !answers.is_empty() {
-            let written = write_some(token, &mut self.stream, answers, &mut self.writable, stats);
+            let written = self.socket.write_some(token, answers, stats);
             if let Ok(n) = written {
                 self.out.extend_from_slice(&answers[n..]);
             }
             answers.clear();
             written
         } else if !self.out.is_empty() {
-            let n = write_some(
-                token,
-                &mut self.stream,
-                &self.out,
-                &mut self.writable,
-                stats,
-            )?;
+            let n = self.socket.write_some(token, &self.out, stats)?;
             self.out.drain(..n);
             if self.out.is_empty() {
                 // Give the memory back: an idle client owns no buffer.
@@ -806,6 +938,48 @@ impl Conn {
         } else {
             Ok(0)
         }
+    }
+}
+
+/// How many bytes the next read may take, with `out` the answers it will
+/// add to (`queued`: older ones wait in the connection's own `out`);
+/// `None`: none now (write these first). Every byte read could end
+/// a line, so a read takes no more than the answers that still fit under
+/// [`OUT_CAP`]; over the output budget, no more than [`OVER_BUDGET_BATCH`]
+/// of answers (only a client with none waiting reads then); and never more
+/// than the connection's budget for this turn.
+fn read_size(out: &mut Vec<u8>, queued: bool, sh: &Shared, budget: usize) -> Option<usize> {
+    if out.len() > OUT_LOW || (queued && sh.over_budget()) {
+        return None;
+    }
+    if !out.is_empty() && out.capacity() < OUT_CAP + OUT_SLACK {
+        // Queueing behind a slow reader's answers: size its buffer for the
+        // cap once, so that doubling never overshoots it.
+        out.reserve_exact(OUT_CAP + OUT_SLACK - out.len());
+    }
+    let room = if sh.over_budget() {
+        OVER_BUDGET_BATCH.saturating_sub(out.len())
+    } else {
+        OUT_CAP - out.len()
+    };
+    let want = (room / sh.numbers.max_len()).min(sh.rbuf.len()).min(budget);
+    (want > 0).then_some(want)
+}
+
+/// Turns a client away at once, with no slot to linger in (every busy
+/// slot is taken): a best-effort `message`, our FIN, then close (when
+/// `stream` is dropped). Reading what the client already sent first makes
+/// a reset, which could destroy the message, less likely; one read into
+/// `rbuf` at most, never a loop that a fast sender could keep going.
+pub fn turn_away(mut stream: Stream, message: &[u8], rbuf: &mut [u8], stats: &mut Stats) {
+    stats.writes += 1;
+    if let Ok(n) = stream.write(message) {
+        stats.bytes_out += n as u64;
+    }
+    let _ = stream.shutdown(Shutdown::Write);
+    stats.reads += 1;
+    if let Ok(n) = stream.read(rbuf) {
+        stats.bytes_in += n as u64;
     }
 }
 
@@ -833,50 +1007,19 @@ fn plural(n: u64, noun: &str) -> String {
     }
 }
 
-/// Writes as much of `buf` as the socket takes; returns how much it took.
-fn write_some(
-    token: Token,
-    stream: &mut Stream,
-    buf: &[u8],
-    writable: &mut bool,
-    stats: &mut Stats,
-) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() && *writable {
-        stats.writes += 1;
-        match stream.write(&buf[done..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                stats.bytes_out += n as u64;
-                trace!("token {}: wrote {n} of {} bytes", token.0, buf.len() - done);
-                done += n;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                stats.wouldblock += 1;
-                trace!(
-                    "token {}: write WouldBlock, {} bytes wait for a writable event",
-                    token.0,
-                    buf.len() - done
-                );
-                *writable = false;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// The per-client memory budget: the README promises a few hundred
-    /// bytes per idle client, and this struct is most of it.
+    /// bytes per idle client, and this struct is most of it. The bound is
+    /// for the release build (`cargo test --release --lib`, run by CI); a
+    /// debug build's mio socket carries 16 bytes more (its selector's id).
     #[test]
     fn an_idle_connection_stays_small() {
         let size = std::mem::size_of::<Conn>();
+        let bound = if cfg!(debug_assertions) { 136 + 16 } else { 136 };
         println!("size_of::<Conn>() = {size}");
-        assert!(size <= 160, "Conn grew to {size} bytes");
+        assert!(size <= bound, "Conn grew to {size} bytes (bound {bound})");
     }
 }

@@ -39,6 +39,7 @@ pub mod activation;
 pub mod answers;
 pub mod config;
 pub mod conn;
+pub mod limits;
 pub mod line;
 pub mod logging;
 pub mod metrics;

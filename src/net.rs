@@ -352,6 +352,16 @@ pub enum Peer {
     Unix,
 }
 
+impl Peer {
+    /// A TCP client's address; none for a Unix client.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        match self {
+            Peer::Tcp(addr) => Some(addr.ip()),
+            Peer::Unix => None,
+        }
+    }
+}
+
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

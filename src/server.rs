@@ -24,9 +24,10 @@
 use crate::answers::AnswerBuf;
 use crate::config::{Cidr, Config};
 use crate::conn::{
-    Conn, ERR_BUSY, ERR_TOO_MANY, MIN_READ_BUDGET, READ_BUDGET, Seat, Shared, Status,
-    TURN_READ_BUDGET, Timeouts, Why,
+    Conn, ERR_BUSY, ERR_TOO_MANY, MIN_READ_BUDGET, OUT_CAP, READ_BUDGET, Shared, Status,
+    TURN_READ_BUDGET, Timeouts, Wake, Why, turn_away,
 };
+use crate::limits::Limits;
 use crate::metrics::{Gauges, MAX_SCRAPES, Scrape, Step};
 use crate::net::{ClientSockets, Listener, Peer, Stream};
 use crate::numbers::Numbers;
@@ -39,7 +40,7 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
-use std::io::{self, Read, Write};
+use std::io;
 use std::time::{Duration, Instant};
 
 /// The signal pipe's token; listener `i` is `LISTENERS + i`; the metrics
@@ -55,17 +56,6 @@ const SCRAPES: usize = 1 << 41;
 const EVENTS_CAPACITY: usize = 1024;
 /// Shared read buffer size.
 const READ_BUF: usize = 16 * 1024;
-/// Rejected clients that may be lingering at once, at least; more when
-/// `--max-connections` leaves descriptors to spare (see `Server::bind`).
-/// Past this, one more is sent `ERR server busy` and closed at once.
-const MIN_BUSY_SLOTS: usize = 16;
-/// ... and at most.
-const MAX_BUSY_SLOTS: usize = 1024;
-/// File descriptors kept back from `--max-connections` by default: stdio,
-/// the poll, the signal pipe, listeners, the metrics listener and its
-/// scrapes (at most `MAX_SCRAPES`, 4), and rejected clients in flight.
-/// Under a small limit, half of it is kept back instead.
-pub const RESERVED_FDS: u64 = 32;
 /// A client socket is registered once, for everything we will ever want
 /// from it. PRIORITY (Linux) reports TCP urgent data, which stops a read
 /// short: see `Conn::mark_ready`.
@@ -78,37 +68,88 @@ const CLIENT_INTEREST: Interest = Interest::READABLE.add(Interest::WRITABLE);
 /// While out of file descriptors, try accepting again this often (and at
 /// once whenever one of our clients closes).
 const ACCEPT_RETRY: Duration = Duration::from_millis(500);
-/// At most one "out of file descriptors" warning this often.
-const FD_WARNING_EVERY: Duration = Duration::from_secs(10);
-/// At most one "refused: not in --proxy-from" warning this often: a scan
-/// of the port must not flood the log.
-const UNTRUSTED_WARNING_EVERY: Duration = Duration::from_secs(10);
+/// At most one warning of each kind this often ("out of file descriptors",
+/// "refused: not in --proxy-from", "could not register"): a flood or a
+/// scan of the port must not flood the log.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// A bound server, ready to [`run`](Server::run).
 pub struct Server {
+    // What the loop polls.
     poll: Poll,
     listeners: Vec<Listener>,
     signals: Signals,
-    conns: Slab<Conn>,
+    /// `--metrics`: its listener and open scrapes, if asked for.
+    metrics: Option<Metrics>,
+
+    // The clients.
+    conns: Slab<Slot>,
+    /// Deadlines (see [`crate::timers`]).
+    timers: Timers,
+    /// What a connection borrows while it is driven.
     shared: Shared,
     /// Lent to one connection per drive, and empty again when it returns:
     /// the one piece of per-client data the loop keeps outside a `Conn`.
     answers: AnswerBuf,
+
+    // Fixed at start.
+    limits: Limits,
+    settings: Settings,
+
+    // What the loop keeps track of from turn to turn.
+    state: State,
+}
+
+/// A connection and what the loop keeps about it: the connection itself
+/// knows nothing of the slab, the timer heap, or the limits it counts in.
+struct Slot {
+    conn: Conn,
+    /// The time of its current timer entry (see [`crate::timers`]).
+    armed: Option<Instant>,
+    /// What it holds of the loop's limits.
+    seat: Seat,
+    /// Already in the "drive again" list.
+    queued: bool,
+}
+
+/// Which of the loop's limits a connection counts against. One field, not
+/// two flags: a connection is never both a client and a rejection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seat {
+    /// Open, counted against `--max-connections`.
+    Client,
+    /// Turned away, lingering: counted against the busy slots.
+    Rejected,
+    /// Closing after being a client: counts against nothing (lingering
+    /// must not block a newcomer).
+    Released,
+}
+
+/// The command line's settings the loop consults (the connections' own
+/// are in [`Shared`]).
+struct Settings {
+    shutdown_timeout: Duration,
+    /// `--proxy-protocol`.
+    proxy_protocol: bool,
+    /// `--proxy-from`: who may send a PROXY header; empty: anyone.
+    proxy_from: Vec<Cidr>,
+    /// `--stats-interval`.
+    stats_interval: Option<Duration>,
+    /// The soft open-file limit in force.
+    fd_limit: u64,
+    /// Descriptors open at start (stdio, the poll, the signal pipe,
+    /// listeners): with the connections, the `process_open_fds` gauge.
+    base_fds: u64,
+}
+
+/// The loop's state between turns.
+#[derive(Default)]
+struct State {
     /// Open clients, counted against `max_connections`. A client stops
     /// counting when it starts closing: lingering must not block a newcomer.
     clients: usize,
     /// Rejected (busy) clients still lingering, at most `busy_slots`.
     rejected: usize,
-    busy_slots: usize,
-    max_connections: usize,
-    /// `--idle-timeout` and `--output-timeout`.
-    timeouts: Timeouts,
-    shutdown_timeout: Duration,
-    /// Idle and closing deadlines (see [`crate::timers`]).
-    timers: Timers,
-    /// Numbers each accepted connection, so a timer entry can tell the
-    /// connection it was armed for from a later one in the same slot.
-    next_serial: u64,
     /// Connections to drive next turn without waiting for an event.
     again: Vec<usize>,
     /// Closed this turn; freed at the end of it, so that a later event of
@@ -116,28 +157,33 @@ pub struct Server {
     closed: Vec<usize>,
     /// Out of descriptors: accepting resumes at this time (or on a close).
     accept_retry: Option<Instant>,
-    fd_warned: Option<Instant>,
+    /// When the next periodic `stats:` line is due (`--stats-interval`).
+    stats_due: Option<Instant>,
     /// Set by SIGTERM/SIGINT: the time by which every client must be gone.
     stopping: Option<Instant>,
     /// Clients given up on during the drain, for the last log line.
     cut: usize,
     /// A second SIGTERM/SIGINT: `run` returns at the end of this turn.
     exit_now: bool,
-    /// `--proxy-protocol`.
-    proxy_protocol: bool,
-    /// `--proxy-from`: who may send a PROXY header; empty: anyone.
-    proxy_from: Vec<Cidr>,
-    /// When a refused `--proxy-from` peer was last logged.
-    untrusted_warned: Option<Instant>,
-    /// `--stats-interval`, and when the next periodic `stats:` line is due.
-    stats_interval: Option<Duration>,
-    stats_due: Option<Instant>,
-    /// `--metrics`: its listener and open scrapes, if asked for.
-    metrics: Option<Metrics>,
-    /// Descriptors open at start (stdio, the poll, the signal pipe,
-    /// listeners): with the connections, the `process_open_fds` gauge.
-    base_fds: u64,
-    fd_limit: u64,
+    /// When each kind of rate-limited warning was last logged.
+    fd_warned: Warned,
+    untrusted_warned: Warned,
+    register_warned: Warned,
+}
+
+/// When a rate-limited warning was last logged (see [`WARN_EVERY`]).
+#[derive(Default)]
+struct Warned(Option<Instant>);
+
+impl Warned {
+    /// True (and remembered) if a warning may be logged at `now`.
+    fn due(&mut self, now: Instant) -> bool {
+        let due = self.0.is_none_or(|t| now.duration_since(t) >= WARN_EVERY);
+        if due {
+            self.0 = Some(now);
+        }
+        due
+    }
 }
 
 /// The metrics listener and its connections (at most `MAX_SCRAPES`).
@@ -146,17 +192,44 @@ struct Metrics {
     scrapes: Slab<Scrape>,
 }
 
-/// Why the server could not start.
+/// Why the server could not start: what it was doing, and the system's
+/// error (kept as the source, so a caller can match its kind).
 #[derive(Debug)]
-pub struct StartError(pub String);
+pub struct StartError {
+    what: String,
+    source: Option<io::Error>,
+}
 
-impl std::fmt::Display for StartError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl StartError {
+    /// The system error's kind, if a system call failed.
+    pub fn kind(&self) -> Option<io::ErrorKind> {
+        self.source.as_ref().map(io::Error::kind)
     }
 }
 
-impl std::error::Error for StartError {}
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            Some(e) => write!(f, "{}: {e}", self.what),
+            None => f.write_str(&self.what),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|e| e as _)
+    }
+}
+
+/// `.map_err(failed("cannot ..."))`: a system call's error, with context.
+fn failed(what: impl Into<String>) -> impl FnOnce(io::Error) -> StartError {
+    let what = what.into();
+    move |e| StartError {
+        what,
+        source: Some(e),
+    }
+}
 
 impl Server {
     /// Binds every listener and registers it, with the signal pipe, on a
@@ -167,49 +240,15 @@ impl Server {
         fd_limit: u64,
         inherited: Vec<Listener>,
     ) -> Result<Server, StartError> {
-        let fail = |what: String| move |e: io::Error| StartError(format!("{what}: {e}"));
-        let poll = Poll::new().map_err(fail("cannot create the poll".into()))?;
-
+        let poll = Poll::new().map_err(failed("cannot create the poll"))?;
         // Signals first: once a `listening on` line is out, SIGTERM must
         // already mean "drain and exit 0", not the default "die".
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGUSR1])
-            .map_err(fail("cannot install signal handlers".into()))?;
+            .map_err(failed("cannot install signal handlers"))?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
-            .map_err(fail("cannot register the signal pipe".into()))?;
-
-        if !inherited.is_empty() {
-            info!(
-                "socket activation: {} listening sockets passed",
-                inherited.len()
-            );
-        }
-        let clients = ClientSockets {
-            keepalive: cfg.tcp_keepalive,
-        };
-        let mut listeners = inherited;
-        for l in &listeners {
-            l.tune(clients)
-                .map_err(fail("cannot set the options of a passed socket".into()))?;
-        }
-        for &addr in &cfg.listen {
-            let what = format!("cannot listen on {addr}");
-            listeners.push(Listener::bind_tcp(addr, cfg.reuse_port, clients).map_err(fail(what))?);
-        }
-        for path in &cfg.unix {
-            let what = format!("cannot listen on unix:{}", path.display());
-            listeners.push(Listener::bind_unix(path, cfg.unix_mode).map_err(fail(what))?);
-        }
-        for (i, l) in listeners.iter_mut().enumerate() {
-            let addr = l
-                .local_addr()
-                .map_err(fail("cannot read the bound address".into()))?;
-            poll.registry()
-                .register(l, Token(LISTENERS + i), Interest::READABLE)
-                .map_err(fail(format!("cannot register {addr}")))?;
-            info!("listening on {addr}");
-        }
-
+            .map_err(failed("cannot register the signal pipe"))?;
+        let listeners = bind_listeners(&poll, cfg, inherited)?;
         if cfg.proxy_protocol && cfg.proxy_from.is_empty() {
             warn!(
                 "--proxy-protocol without --proxy-from: any peer that reaches the port can claim \
@@ -219,113 +258,53 @@ impl Server {
         }
         let metrics = match cfg.metrics {
             None => None,
-            Some(addr) => {
-                let what = format!("cannot serve metrics on {addr}");
-                let std_listener = std::net::TcpListener::bind(addr).map_err(fail(what.clone()))?;
-                std_listener
-                    .set_nonblocking(true)
-                    .map_err(fail(what.clone()))?;
-                let mut listener = mio::net::TcpListener::from_std(std_listener);
-                poll.registry()
-                    .register(&mut listener, METRICS, Interest::READABLE)
-                    .map_err(fail(what.clone()))?;
-                let bound = listener.local_addr().map_err(fail(what))?;
-                info!("serving metrics on http://{bound}/metrics");
-                Some(Metrics {
-                    listener,
-                    scrapes: Slab::with_capacity(MAX_SCRAPES),
-                })
-            }
+            Some(addr) => Some(Metrics::bind(&poll, addr)?),
         };
-        let numbers =
-            Numbers::new(cfg.min, cfg.max, cfg.seed).map_err(|e| StartError(e.to_string()))?;
-        // Keep RESERVED_FDS back, but never more than half of a small limit.
-        let fd_room = fd_limit
-            .saturating_sub(RESERVED_FDS)
-            .max(fd_limit / 2)
-            .max(1);
-        let fd_room = usize::try_from(fd_room).unwrap_or(usize::MAX);
-        let max_connections = match cfg.max_connections {
-            None => fd_room,
-            Some(n) => {
-                if n > fd_room {
-                    warn!(
-                        "--max-connections {n} is more than the open-file limit {fd_limit} allows \
-                         (about {fd_room}): past that, clients wait in the backlog until one leaves"
-                    );
-                }
-                n
-            }
-        };
-        // Descriptors left over by --max-connections serve rejections.
-        let spare = usize::try_from(fd_limit.saturating_sub(RESERVED_FDS / 2))
-            .unwrap_or(usize::MAX)
-            .saturating_sub(max_connections);
-        let busy_slots = spare.clamp(MIN_BUSY_SLOTS, MAX_BUSY_SLOTS);
-        let per_ip = match cfg.max_per_ip {
-            None => Some(default_per_ip(max_connections)),
-            Some(0) => None,
-            Some(n) => Some(n),
-        };
-        let secs = |d: Option<Duration>| d.map_or("none".into(), |d| format!("{}s", d.as_secs()));
-        info!(
-            "limits: open files {fd_limit}, max connections {max_connections}, per address {}, \
-             max line {}, output per client {} KiB, output budget {} KiB, idle timeout {}, \
-             output timeout {}, TCP keepalive {}",
-            per_ip.map_or("none".into(), |n| n.to_string()),
-            cfg.max_line.map_or("none".into(), |n| format!("{n} bytes")),
-            crate::conn::OUT_CAP / 1024,
-            cfg.output_budget / 1024,
-            secs(cfg.idle_timeout),
-            secs(cfg.output_timeout),
-            secs(cfg.tcp_keepalive),
-        );
+        let numbers = Numbers::new(cfg.min, cfg.max, cfg.seed).map_err(|e| StartError {
+            what: e.to_string(),
+            source: None,
+        })?;
+        let limits = Limits::new(cfg.max_connections, cfg.max_per_ip, fd_limit);
+        log_limits(cfg, &limits, fd_limit);
 
         Ok(Server {
             poll,
             listeners,
             signals,
+            metrics,
             // Room for the expected clients up front: untouched capacity
             // costs address space, not memory, and growing would copy.
-            conns: Slab::with_capacity(max_connections.min(1 << 16) + busy_slots),
+            conns: Slab::with_capacity(limits.max_connections.min(1 << 16) + limits.busy_slots),
+            timers: Timers::default(),
             shared: Shared {
                 rbuf: vec![0; READ_BUF].into_boxed_slice(),
                 numbers,
                 max_line: cfg.max_line,
+                timeouts: Timeouts {
+                    idle: cfg.idle_timeout,
+                    output: cfg.output_timeout,
+                },
                 now: Instant::now(),
                 stats: Stats::default(),
-                per_ip: PerAddress::new(per_ip),
+                per_ip: PerAddress::new(limits.per_ip),
                 pending_out: 0,
                 output_budget: cfg.output_budget,
-                read_budget: crate::conn::READ_BUDGET,
+                read_budget: READ_BUDGET,
             },
-            answers: AnswerBuf::with_capacity(crate::conn::OUT_CAP + 64),
-            clients: 0,
-            rejected: 0,
-            busy_slots,
-            max_connections,
-            timeouts: Timeouts {
-                idle: cfg.idle_timeout,
-                output: cfg.output_timeout,
+            answers: AnswerBuf::with_capacity(OUT_CAP + 64),
+            limits,
+            settings: Settings {
+                shutdown_timeout: cfg.shutdown_timeout,
+                proxy_protocol: cfg.proxy_protocol,
+                proxy_from: cfg.proxy_from.clone(),
+                stats_interval: cfg.stats_interval,
+                fd_limit,
+                base_fds: crate::metrics::open_fds_now(),
             },
-            shutdown_timeout: cfg.shutdown_timeout,
-            timers: Timers::default(),
-            next_serial: 0,
-            again: Vec::new(),
-            closed: Vec::new(),
-            accept_retry: None,
-            fd_warned: None,
-            stopping: None,
-            cut: 0,
-            exit_now: false,
-            proxy_protocol: cfg.proxy_protocol,
-            proxy_from: cfg.proxy_from.clone(),
-            untrusted_warned: None,
-            stats_interval: cfg.stats_interval,
-            stats_due: cfg.stats_interval.map(|d| Instant::now() + d),
-            metrics,
-            base_fds: crate::metrics::open_fds_now(),
-            fd_limit,
+            state: State {
+                stats_due: cfg.stats_interval.map(|d| Instant::now() + d),
+                ..State::default()
+            },
         })
     }
 
@@ -351,7 +330,7 @@ impl Server {
             self.shared.now = Instant::now();
             self.shared.stats.wakeups += 1;
             // This turn's share of TURN_READ_BUDGET for each client driven.
-            let driven = events.iter().count() + self.again.len();
+            let driven = events.iter().count() + self.state.again.len();
             self.shared.read_budget =
                 (TURN_READ_BUDGET / driven.max(1)).clamp(MIN_READ_BUDGET, READ_BUDGET);
             if let Some(from) = slept_from {
@@ -369,10 +348,10 @@ impl Server {
                     Token(t) if t >= SCRAPES => self.scrape(t - SCRAPES),
                     Token(t) if t >= LISTENERS => self.accept(t - LISTENERS),
                     Token(key) => {
-                        if let Some(conn) = self.conns.get_mut(key) {
-                            conn.mark_ready(event);
+                        if let Some(slot) = self.conns.get_mut(key) {
+                            slot.conn.mark_ready(event);
                         }
-                        self.drive(key);
+                        self.drive(key, Wake::Ready);
                     }
                 }
             }
@@ -380,40 +359,57 @@ impl Server {
             // Clients whose read budget ran out (in an earlier turn, or in
             // this turn's events): their sockets may still hold data, and no
             // new edge will announce it.
-            for key in std::mem::take(&mut self.again) {
-                if let Some(conn) = self.conns.get_mut(key) {
-                    conn.queued = false;
+            for key in std::mem::take(&mut self.state.again) {
+                if let Some(slot) = self.conns.get_mut(key) {
+                    slot.queued = false;
                 }
-                self.drive(key);
+                self.drive(key, Wake::Ready);
             }
 
             self.fire_timers();
             self.free_closed();
-
-            if self.exit_now {
-                self.log_stats();
+            if self.finished() {
                 return Ok(());
             }
-            if let Some(deadline) = self.stopping {
-                if self.shared.now >= deadline {
-                    self.cut += self.conns.iter().filter(|(_, c)| !c.is_lingering()).count();
-                }
-                if self.conns.is_empty() || self.shared.now >= deadline {
-                    if self.cut > 0 {
-                        warn!("shutdown: grace period over, cut {} clients", self.cut);
-                    }
-                    info!("shutdown complete");
-                    self.log_stats();
-                    return Ok(());
-                }
-            }
         }
+    }
+
+    /// True when `run` should return: a second signal, or the drain that
+    /// follows the first one is over (every client gone, or time is up).
+    fn finished(&mut self) -> bool {
+        if self.state.exit_now {
+            self.log_stats();
+            return true;
+        }
+        let Some(deadline) = self.state.stopping else {
+            return false;
+        };
+        let now = self.shared.now;
+        if now >= deadline {
+            self.state.cut += self
+                .conns
+                .iter()
+                .filter(|(_, s)| !s.conn.is_lingering())
+                .count();
+        }
+        if !self.conns.is_empty() && now < deadline {
+            return false;
+        }
+        if self.state.cut > 0 {
+            warn!(
+                "shutdown: grace period over, cut {} clients",
+                self.state.cut
+            );
+        }
+        info!("shutdown complete");
+        self.log_stats();
+        true
     }
 
     /// How long poll may sleep: not at all if work is queued, until the
     /// earliest deadline if one is armed, forever otherwise.
     fn next_timeout(&self) -> Option<Duration> {
-        if !self.again.is_empty() {
+        if !self.state.again.is_empty() {
             return Some(Duration::ZERO);
         }
         let scrapes_due = self
@@ -422,9 +418,9 @@ impl Server {
             .and_then(|m| m.scrapes.iter().map(|(_, s)| s.deadline).min());
         let earliest = [
             self.timers.next(),
-            self.accept_retry,
-            self.stopping,
-            self.stats_due,
+            self.state.accept_retry,
+            self.state.stopping,
+            self.state.stats_due,
             scrapes_due,
         ]
         .into_iter()
@@ -436,7 +432,7 @@ impl Server {
     /// Accepts every pending connection on listener `i`. Edge-triggered: a
     /// connection left in the backlog would get no new event.
     fn accept(&mut self, i: usize) {
-        if self.stopping.is_some() {
+        if self.state.stopping.is_some() {
             return;
         }
         loop {
@@ -445,10 +441,8 @@ impl Server {
             };
             match listener.accept() {
                 Ok((stream, peer)) => {
-                    self.accept_retry = None;
-                    if let Err(e) = self.admit(stream, peer) {
-                        debug!("could not register {peer}: {e}");
-                    }
+                    self.state.accept_retry = None;
+                    self.admit(stream, peer);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -457,17 +451,13 @@ impl Server {
                     // The client stays queued in the backlog. Trying again
                     // now would spin; stopping for good would stall it. So:
                     // retry when one of ours closes, or after a short wait.
-                    self.accept_retry = Some(self.shared.now + ACCEPT_RETRY);
-                    let due = self
-                        .fd_warned
-                        .is_none_or(|t| self.shared.now.duration_since(t) >= FD_WARNING_EVERY);
-                    if due {
+                    self.state.accept_retry = Some(self.shared.now + ACCEPT_RETRY);
+                    if self.state.fd_warned.due(self.shared.now) {
                         warn!(
                             "out of file descriptors ({e}) with {} clients: \
                              new clients wait in the backlog",
-                            self.clients
+                            self.state.clients
                         );
-                        self.fd_warned = Some(self.shared.now);
                     }
                     return;
                 }
@@ -476,7 +466,7 @@ impl Server {
                 Err(e) if is_per_connection(&e) => debug!("accept: {e}"),
                 Err(e) => {
                     warn!("accept failed: {e}; retrying shortly");
-                    self.accept_retry = Some(self.shared.now + ACCEPT_RETRY);
+                    self.state.accept_retry = Some(self.shared.now + ACCEPT_RETRY);
                     return;
                 }
             }
@@ -484,194 +474,185 @@ impl Server {
     }
 
     /// Takes a new connection into the slab and registers it, once, for
-    /// both directions: nothing will ever be re-registered.
-    fn admit(&mut self, stream: Stream, peer: Peer) -> io::Result<()> {
-        let now = self.shared.now;
-        let stats = &mut self.shared.stats;
-        stats.accepted += 1;
-        // --proxy-from: only the proxies named may speak here. Anyone else
-        // is closed unanswered (Unix-socket peers are trusted: the file's
-        // permissions guard them).
-        if let Peer::Tcp(addr) = peer
-            && !self.proxy_from.is_empty()
-            && !self.proxy_from.iter().any(|n| n.contains(addr.ip()))
-        {
-            stats.rejected_untrusted += 1;
-            let due = self
-                .untrusted_warned
-                .is_none_or(|t| now.duration_since(t) >= UNTRUSTED_WARNING_EVERY);
-            if due {
-                warn!(
-                    "refused {peer}: not in --proxy-from ({} refused so far; logged at most every {}s)",
-                    stats.rejected_untrusted,
-                    UNTRUSTED_WARNING_EVERY.as_secs()
-                );
-                self.untrusted_warned = Some(now);
-            }
-            return Ok(()); // dropped: closed unanswered
+    /// both directions: nothing will ever be re-registered. Or turns it
+    /// away: unanswered if it is not a trusted proxy, with an `ERR` line
+    /// if over a limit.
+    fn admit(&mut self, mut stream: Stream, peer: Peer) {
+        self.shared.stats.accepted += 1;
+        if !self.trusted(peer) {
+            return; // dropped: closed unanswered
         }
-        // Turned away: over --max-connections, or (counted here unless a
-        // PROXY header will name the real client) over the per-address limit.
-        let refusal = if self.clients >= self.max_connections {
-            stats.rejected_busy += 1;
-            Some((ERR_BUSY, Why::Busy))
-        } else if let Peer::Tcp(addr) = peer
-            && !self.proxy_protocol
-            && !self.shared.per_ip.admit(addr.ip())
+        let refusal = self.refusal(peer);
+        if let Some((message, why)) = &refusal
+            && self.state.rejected >= self.limits.busy_slots
         {
-            stats.rejected_per_ip += 1;
-            Some((ERR_TOO_MANY, Why::TooMany))
-        } else {
-            None
-        };
-        let busy = refusal.is_some();
-        let ip_counted = matches!(peer, Peer::Tcp(_)) && !self.proxy_protocol && !busy;
-        if let Some((message, ref why)) = refusal
-            && self.rejected >= self.busy_slots
-        {
-            // Too many rejections lingering already: a best-effort word,
-            // then close. Reading what the client already sent first makes
-            // a reset (which could destroy the word) less likely.
-            let mut stream = stream;
-            stats.writes += 1;
-            if let Ok(n) = stream.write(message) {
-                stats.bytes_out += n as u64;
-            }
-            let _ = stream.shutdown(std::net::Shutdown::Write);
-            // What has arrived already, within one buffer: never a loop
-            // that a fast sender could keep going.
-            stats.reads += 1;
-            if let Ok(n) = stream.read(&mut self.shared.rbuf) {
-                stats.bytes_in += n as u64;
-            }
+            // Too many rejections lingering already: no slot for this one.
+            let sh = &mut self.shared;
+            turn_away(stream, message, &mut sh.rbuf, &mut sh.stats);
             debug!("rejected {peer}: {why} (closed at once)");
-            return Ok(());
+            return;
         }
+        // Counted under its address by `refusal` (unless refused, or unless
+        // a PROXY header will name the real client: the connection counts
+        // that one).
+        let ip_counted = refusal.is_none() && !self.settings.proxy_protocol && peer.ip().is_some();
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        let serial = self.next_serial;
-        self.next_serial += 1;
-        let mut conn = match refusal {
-            Some((message, why)) => {
-                // Logged here, where the reason is at hand (formatted only
-                // when debug logging is on).
-                debug!("rejected {peer}: {why} ({} clients)", self.clients);
-                Conn::refused(stream, peer, serial, now, message, why)
-            }
-            None => Conn::new(stream, peer, serial, now),
-        };
-        if self.proxy_protocol && !busy {
-            conn.expect_proxy_header();
-        }
-        conn.ip_counted = ip_counted;
         if let Err(e) = self
             .poll
             .registry()
-            .register(conn.stream(), Token(key), CLIENT_INTEREST)
+            .register(&mut stream, Token(key), CLIENT_INTEREST)
         {
-            if let (true, Peer::Tcp(addr)) = (ip_counted, peer) {
-                self.shared.per_ip.release(addr.ip());
+            if ip_counted && let Some(ip) = peer.ip() {
+                self.shared.per_ip.release(ip);
             }
-            return Err(e);
+            if self.state.register_warned.due(self.shared.now) {
+                warn!("could not register {peer}: {e}; closed it (logged at most every 10s)");
+            }
+            return;
         }
-        // Its `out` (a refusal's message) joins the total until freed.
-        self.shared.pending_out += conn.pending();
-        entry.insert(conn);
-        if busy {
-            self.rejected += 1;
+        let (conn, seat) = match refusal {
+            Some((message, why)) => {
+                // Logged here, where the reason is at hand (formatted only
+                // when debug logging is on).
+                debug!("rejected {peer}: {why} ({} clients)", self.state.clients);
+                let conn = Conn::refused(stream, peer, message, why, &mut self.shared);
+                (conn, Seat::Rejected)
+            }
+            None => {
+                let proxied = self.settings.proxy_protocol;
+                let conn = Conn::new(stream, peer, proxied, ip_counted, &self.shared);
+                (conn, Seat::Client)
+            }
+        };
+        entry.insert(Slot {
+            conn,
+            armed: None,
+            seat,
+            queued: false,
+        });
+        if seat == Seat::Rejected {
+            self.state.rejected += 1;
+            // Its error line is to be sent.
+            self.drive(key, Wake::Ready);
+            return;
+        }
+        self.state.clients += 1;
+        let stats = &mut self.shared.stats;
+        stats.peak = stats.peak.max(self.state.clients as u64);
+        if self.settings.proxy_protocol {
+            // `serving` names the real client, once its header is read.
+            debug!("accepted {peer} as token {key}, waiting for its PROXY header");
         } else {
-            self.clients += 1;
-            let stats = &mut self.shared.stats;
-            stats.peak = stats.peak.max(self.clients as u64);
-            if self.proxy_protocol {
-                // `serving` names the real client, once its header is read.
-                debug!("accepted {peer} as token {key}, waiting for its PROXY header");
-            } else {
-                info!("serving {peer}");
-                debug!("accepted {peer} as token {key}");
-            }
+            info!("serving {peer}");
+            debug!("accepted {peer} as token {key}");
         }
-        if let Some(at) = self.conns[key].deadline(self.timeouts) {
-            self.arm(at, key);
-        }
-        // A rejected client has its error line to send.
-        if busy {
-            self.drive(key);
-        }
-        Ok(())
+        self.settle(key, Status::Wait);
     }
 
-    /// Runs one connection and acts on what it reports.
-    fn drive(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
+    /// `--proxy-from`: only the proxies named may speak here. Anyone else
+    /// is closed unanswered (Unix-socket peers are trusted: the file's
+    /// permissions guard them).
+    fn trusted(&mut self, peer: Peer) -> bool {
+        let from = &self.settings.proxy_from;
+        let Some(ip) = peer.ip() else {
+            return true;
+        };
+        if from.is_empty() || from.iter().any(|n| n.contains(ip)) {
+            return true;
+        }
+        let stats = &mut self.shared.stats;
+        stats.rejected_untrusted += 1;
+        if self.state.untrusted_warned.due(self.shared.now) {
+            warn!(
+                "refused {peer}: not in --proxy-from ({} refused so far; logged at most every {}s)",
+                stats.rejected_untrusted,
+                WARN_EVERY.as_secs()
+            );
+        }
+        false
+    }
+
+    /// Whether to turn a new client away, and with what: over
+    /// `--max-connections`, or over the per-address limit (checked, and
+    /// the client counted if it passes, unless a PROXY header will name
+    /// the real client).
+    fn refusal(&mut self, peer: Peer) -> Option<(&'static [u8], Why)> {
+        let stats = &mut self.shared.stats;
+        if self.state.clients >= self.limits.max_connections {
+            stats.rejected_busy += 1;
+            return Some((ERR_BUSY, Why::Busy));
+        }
+        if let Some(ip) = peer.ip()
+            && !self.settings.proxy_protocol
+            && !self.shared.per_ip.admit(ip)
+        {
+            stats.rejected_per_ip += 1;
+            return Some((ERR_TOO_MANY, Why::TooMany));
+        }
+        None
+    }
+
+    /// Runs the connection at `key` after `wake`, then settles it.
+    fn drive(&mut self, key: usize, wake: Wake) {
+        let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
-        if conn.is_closed() {
+        if slot.conn.is_closed() {
             // A late event for a connection closed earlier in this batch.
             return;
         }
-        let before = conn.deadline(self.timeouts);
-        let status = conn.drive(Token(key), &mut self.shared, self.answers.lend());
-        self.after_drive(key, before, status);
+        let status = slot
+            .conn
+            .drive(Token(key), wake, &mut self.shared, self.answers.lend());
+        self.settle(key, status);
     }
 
-    fn after_drive(&mut self, key: usize, before: Option<Instant>, status: Status) {
-        let conn = &mut self.conns[key];
-        if conn.seat == Seat::Client && !conn.is_open() {
+    /// The one place that acts on what happened to a connection (an
+    /// event, a deadline, shutdown, accept): frees its seat once it stops
+    /// being open, queues it to be driven again, marks it for freeing, or
+    /// arms its next deadline. The connection reports that deadline
+    /// itself; nobody carries an earlier one around.
+    fn settle(&mut self, key: usize, status: Status) {
+        let slot = &mut self.conns[key];
+        if slot.seat == Seat::Client && !slot.conn.is_open() {
             // Closing: its place is free for the next client already.
-            conn.seat = Seat::Released;
-            self.clients -= 1;
+            slot.seat = Seat::Released;
+            debug_assert!(self.state.clients > 0, "more clients released than counted");
+            self.state.clients -= 1;
         }
         match status {
             Status::Wait => {}
             Status::Again => {
-                if !conn.queued {
-                    conn.queued = true;
-                    self.again.push(key);
+                if !slot.queued {
+                    slot.queued = true;
+                    self.state.again.push(key);
                 }
             }
             Status::Closed(why) => {
-                if self.stopping.is_some() && matches!(why, Why::Timeout) {
-                    self.cut += 1;
+                if self.state.stopping.is_some() && matches!(why, Why::Timeout) {
+                    self.state.cut += 1;
                 }
                 if let Why::Failed(_) = why {
                     self.shared.stats.failed += 1;
                 }
-                debug!("closed {} (token {key}): {why}", conn.peer);
-                self.closed.push(key);
+                debug!("closed {} (token {key}): {why}", slot.conn.peer);
+                self.state.closed.push(key);
                 return;
             }
         }
-        // Keep a timer entry no later than the connection's deadline.
-        if let Some(after) = conn.deadline(self.timeouts)
-            && before.is_none_or(|b| after < b)
-        {
-            self.arm(after, key);
+        if self.timers.arm(&mut slot.armed, slot.conn.deadline(), key) {
+            // Mostly stale entries: start again from the current ones.
+            self.timers.rebuild(
+                self.conns
+                    .iter()
+                    .filter_map(|(key, s)| s.armed.map(|at| Entry { at, key })),
+            );
         }
     }
 
-    /// Adds a timer entry for the connection at `key`.
-    fn arm(&mut self, at: Instant, key: usize) {
-        let serial = self.conns[key].serial;
-        self.timers.push(Entry { at, key, serial });
-        if self.timers.is_bloated(self.conns.len()) {
-            // Entries of closed connections, and of live ones whose
-            // deadline moved: start again from one true entry per
-            // connection. O(n), once per n pushes or so: amortised O(1).
-            let timeouts = self.timeouts;
-            self.timers
-                .rebuild(self.conns.iter().filter_map(|(key, c)| {
-                    c.deadline(timeouts).map(|at| Entry {
-                        at,
-                        key,
-                        serial: c.serial,
-                    })
-                }));
-        }
-    }
-
-    /// Pops the timer entries that are due and checks each against its
-    /// connection's real deadline.
+    /// Fires what is due: slow scrapes, the accept retry, the periodic
+    /// `stats:` line, and connection deadlines.
     fn fire_timers(&mut self) {
         let now = self.shared.now;
         // Scrapes too slow to send their head or take their answer.
@@ -687,11 +668,11 @@ impl Server {
                 self.close_scrape(key);
             }
         }
-        if self.accept_retry.is_some_and(|at| at <= now) {
-            self.accept_retry = None;
+        if self.state.accept_retry.is_some_and(|at| at <= now) {
+            self.state.accept_retry = None;
             self.accept_all();
         }
-        if let (Some(due), Some(every)) = (self.stats_due, self.stats_interval)
+        if let (Some(due), Some(every)) = (self.state.stats_due, self.settings.stats_interval)
             && due <= now
         {
             self.log_stats();
@@ -700,45 +681,36 @@ impl Server {
             while next <= now {
                 next += every;
             }
-            self.stats_due = Some(next);
+            self.state.stats_due = Some(next);
         }
-        // The earliest entry decides how long poll may sleep, so it is
-        // settled here, due or not, until it is true: entries of closed
-        // connections and deadlines that went away are dropped, deadlines
-        // that moved later are re-armed. So an idle server, whose clients
-        // are all gone, has an empty heap and sleeps without a timeout.
-        while let Some(Entry { at, key, serial }) = self.timers.peek() {
-            // Stale entries: the connection is gone, or the slot is another's.
-            let Some(conn) = self.conns.get_mut(key).filter(|c| c.serial == serial) else {
+        self.fire_deadlines();
+    }
+
+    /// Settles the earliest timer entry, due or not, until it is a true
+    /// deadline not yet due: the earliest entry decides how long poll may
+    /// sleep, so it must be true. Stale entries are dropped; a connection
+    /// whose deadline moved later is re-armed; one whose deadline passed is
+    /// driven with [`Wake::Deadline`]. So an idle server, whose clients are
+    /// all gone, has an empty heap and sleeps without a timeout.
+    fn fire_deadlines(&mut self) {
+        let now = self.shared.now;
+        while let Some(Entry { at, key }) = self.timers.peek() {
+            // Stale: the connection is gone, or armed an earlier entry.
+            let Some(slot) = self.conns.get_mut(key).filter(|s| s.armed == Some(at)) else {
                 self.timers.pop();
                 continue;
             };
-            match conn.deadline(self.timeouts) {
-                // True, and not due yet: nothing earlier is armed.
-                Some(d) if d == at && d > now => break,
-                Some(d) if d <= now => {
-                    self.timers.pop();
-                    let before = Some(d);
-                    match conn.expire(now, self.timeouts, &mut self.shared.stats) {
-                        Some(status) => self.after_drive(key, before, status),
-                        None => {
-                            debug!("deadline for {} (token {key})", conn.peer);
-                            let status =
-                                conn.drive(Token(key), &mut self.shared, self.answers.lend());
-                            // Its new deadline is later than the old one:
-                            // arm it whatever `before` says.
-                            self.after_drive(key, None, status);
-                        }
-                    }
-                }
-                // The deadline moved (the client was active): re-arm.
-                Some(d) => {
-                    self.timers.pop();
-                    self.timers.push(Entry { at: d, key, serial });
-                }
-                None => {
-                    self.timers.pop();
-                }
+            let deadline = slot.conn.deadline();
+            if deadline == Some(at) && at > now {
+                break;
+            }
+            self.timers.pop();
+            self.timers.disarm(&mut slot.armed);
+            if deadline.is_some_and(|d| d <= now) {
+                self.drive(key, Wake::Deadline);
+            } else {
+                // Moved (the client was active), or went away.
+                self.settle(key, Status::Wait);
             }
         }
     }
@@ -746,30 +718,27 @@ impl Server {
     /// Frees the slots of connections closed this turn. Each freed
     /// descriptor is a chance to accept a client that was waiting for one.
     fn free_closed(&mut self) {
-        if self.closed.is_empty() {
+        if self.state.closed.is_empty() {
             return;
         }
-        for key in std::mem::take(&mut self.closed) {
-            let mut conn = self.conns.remove(key);
-            match conn.seat {
-                Seat::Client => self.clients -= 1,
-                Seat::Rejected => self.rejected -= 1,
-                Seat::Released => {}
+        for key in std::mem::take(&mut self.state.closed) {
+            let mut slot = self.conns.remove(key);
+            debug_assert!(slot.seat != Seat::Client, "a closed client still seated");
+            if slot.seat == Seat::Rejected {
+                debug_assert!(
+                    self.state.rejected > 0,
+                    "more rejections freed than counted"
+                );
+                self.state.rejected -= 1;
             }
-            self.shared.pending_out -= conn.pending();
-            if conn.ip_counted
-                && let Peer::Tcp(addr) = conn.peer
-            {
-                self.shared.per_ip.release(addr.ip());
-            }
-
+            self.timers.disarm(&mut slot.armed);
             // Deregister before the socket is dropped (closed).
-            if let Err(e) = self.poll.registry().deregister(conn.stream()) {
+            if let Err(e) = self.poll.registry().deregister(slot.conn.stream()) {
                 debug!("deregister token {key}: {e}");
             }
         }
-        if self.accept_retry.is_some() {
-            self.accept_retry = None;
+        if self.state.accept_retry.is_some() {
+            self.state.accept_retry = None;
             self.accept_all();
         }
     }
@@ -828,12 +797,12 @@ impl Server {
         };
         let (conns, shared) = (&self.conns, &self.shared);
         let gauges = || Gauges {
-            open: self.clients as u64,
-            max_connections: self.max_connections as u64,
+            open: self.state.clients as u64,
+            max_connections: self.limits.max_connections as u64,
             peak: shared.stats.peak,
             pending_out: shared.pending_out as u64,
-            open_fds: self.base_fds + (conns.len() + scrapes) as u64,
-            max_fds: self.fd_limit,
+            open_fds: self.settings.base_fds + (conns.len() + scrapes) as u64,
+            max_fds: self.settings.fd_limit,
             resident_bytes: crate::metrics::resident_bytes(),
             ..count_clients(conns)
         };
@@ -862,7 +831,7 @@ impl Server {
     fn on_signal(&mut self) {
         // Both signals may come back from one read of the pipe: only a
         // signal that arrives in a later turn counts as "again".
-        let was_stopping = self.stopping.is_some();
+        let was_stopping = self.state.stopping.is_some();
         let pending: Vec<i32> = self.signals.pending().collect();
         for signal in pending {
             let name = match signal {
@@ -879,18 +848,18 @@ impl Server {
                     self.conns.len()
                 );
                 // `run` returns at the end of this turn: one way out.
-                self.exit_now = true;
+                self.state.exit_now = true;
                 return;
             }
-            if self.stopping.is_some() {
+            if self.state.stopping.is_some() {
                 continue;
             }
-            let deadline = self.shared.now + self.shutdown_timeout;
-            self.stopping = Some(deadline);
+            let deadline = self.shared.now + self.settings.shutdown_timeout;
+            self.state.stopping = Some(deadline);
             info!(
                 "{name}: shutting down, draining {} clients for up to {}s",
                 self.conns.len(),
-                self.shutdown_timeout.as_secs()
+                self.settings.shutdown_timeout.as_secs()
             );
             // Stop accepting: close the listeners (a Unix socket's file goes
             // too), and the metrics endpoint with its scrapes.
@@ -903,19 +872,12 @@ impl Server {
                     let _ = self.poll.registry().deregister(scrape.stream());
                 }
             }
-            self.accept_retry = None;
+            self.state.accept_retry = None;
             // Every client: answers already owed are flushed, then FIN,
             // then a short linger, all within the grace period.
             let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
             for key in keys {
-                let conn = &mut self.conns[key];
-                if conn.is_closed() {
-                    continue;
-                }
-                let before = conn.deadline(self.timeouts);
-                conn.close(Why::Shutdown, deadline);
-                let status = conn.drive(Token(key), &mut self.shared, self.answers.lend());
-                self.after_drive(key, before, status);
+                self.drive(key, Wake::Shutdown(deadline));
             }
         }
     }
@@ -926,7 +888,7 @@ impl Server {
             "{}",
             self.shared
                 .stats
-                .line(self.clients, self.shared.pending_out)
+                .line(self.state.clients, self.shared.pending_out)
         );
     }
 
@@ -938,7 +900,7 @@ impl Server {
             Token(t) if t >= SCRAPES => format!("metrics connection {}", t - SCRAPES),
             Token(t) if t >= LISTENERS => format!("listener {}", t - LISTENERS),
             Token(t) => match self.conns.get(t) {
-                Some(conn) => format!("token {t} ({})", conn.peer),
+                Some(slot) => format!("token {t} ({})", slot.conn.peer),
                 None => format!("token {t}"),
             },
         };
@@ -946,12 +908,98 @@ impl Server {
     }
 }
 
+/// Binds the TCP and Unix listeners asked for, after the `inherited`
+/// ones, tunes each for its clients, and registers it on `poll`.
+fn bind_listeners(
+    poll: &Poll,
+    cfg: &Config,
+    inherited: Vec<Listener>,
+) -> Result<Vec<Listener>, StartError> {
+    if !inherited.is_empty() {
+        info!(
+            "socket activation: {} listening sockets passed",
+            inherited.len()
+        );
+    }
+    let clients = ClientSockets {
+        keepalive: cfg.tcp_keepalive,
+    };
+    let mut listeners = inherited;
+    for l in &listeners {
+        l.tune(clients)
+            .map_err(failed("cannot set the options of a passed socket"))?;
+    }
+    for &addr in &cfg.listen {
+        let l = Listener::bind_tcp(addr, cfg.reuse_port, clients);
+        listeners.push(l.map_err(failed(format!("cannot listen on {addr}")))?);
+    }
+    for path in &cfg.unix {
+        let l = Listener::bind_unix(path, cfg.unix_mode);
+        listeners.push(l.map_err(failed(format!("cannot listen on unix:{}", path.display())))?);
+    }
+    for (i, l) in listeners.iter_mut().enumerate() {
+        let addr = l
+            .local_addr()
+            .map_err(failed("cannot read the bound address"))?;
+        poll.registry()
+            .register(l, Token(LISTENERS + i), Interest::READABLE)
+            .map_err(failed(format!("cannot register {addr}")))?;
+        info!("listening on {addr}");
+    }
+    Ok(listeners)
+}
+
+/// The `limits:` line at start (and a warning if `--max-connections` asks
+/// for more than the descriptors allow).
+fn log_limits(cfg: &Config, limits: &Limits, fd_limit: u64) {
+    if cfg.max_connections.is_some() && limits.over_fd_room() {
+        warn!(
+            "--max-connections {} is more than the open-file limit {fd_limit} allows \
+             (about {}): past that, clients wait in the backlog until one leaves",
+            limits.max_connections, limits.fd_room
+        );
+    }
+    let secs = |d: Option<Duration>| d.map_or("none".into(), |d| format!("{}s", d.as_secs()));
+    info!(
+        "limits: open files {fd_limit}, max connections {}, per address {}, \
+         max line {}, output per client {} KiB, output budget {} KiB, idle timeout {}, \
+         output timeout {}, TCP keepalive {}",
+        limits.max_connections,
+        limits.per_ip.map_or("none".into(), |n| n.to_string()),
+        cfg.max_line.map_or("none".into(), |n| format!("{n} bytes")),
+        OUT_CAP / 1024,
+        cfg.output_budget / 1024,
+        secs(cfg.idle_timeout),
+        secs(cfg.output_timeout),
+        secs(cfg.tcp_keepalive),
+    );
+}
+
+impl Metrics {
+    /// `--metrics ADDR`: binds and registers the metrics listener.
+    fn bind(poll: &Poll, addr: std::net::SocketAddr) -> Result<Metrics, StartError> {
+        let what = format!("cannot serve metrics on {addr}");
+        let std_listener = std::net::TcpListener::bind(addr).map_err(failed(&what))?;
+        std_listener.set_nonblocking(true).map_err(failed(&what))?;
+        let mut listener = mio::net::TcpListener::from_std(std_listener);
+        poll.registry()
+            .register(&mut listener, METRICS, Interest::READABLE)
+            .map_err(failed(&what))?;
+        let bound = listener.local_addr().map_err(failed(&what))?;
+        info!("serving metrics on http://{bound}/metrics");
+        Ok(Metrics {
+            listener,
+            scrapes: Slab::with_capacity(MAX_SCRAPES),
+        })
+    }
+}
+
 /// Lingering and paused clients, for a scrape: one walk of the slab, a
 /// few hundred microseconds at 20,000 clients, once per answered scrape
 /// (Prometheus's default is one every 15 s), never per event.
-fn count_clients(conns: &Slab<Conn>) -> Gauges {
+fn count_clients(conns: &Slab<Slot>) -> Gauges {
     let (mut lingering, mut paused) = (0, 0);
-    for (_, conn) in conns {
+    for (_, Slot { conn, .. }) in conns {
         lingering += u64::from(conn.is_lingering());
         paused += u64::from(conn.is_paused());
     }
@@ -960,13 +1008,6 @@ fn count_clients(conns: &Slab<Conn>) -> Gauges {
         paused,
         ..Gauges::default()
     }
-}
-
-/// The default `--max-connections-per-ip`: a sixteenth of the connections,
-/// so that one address cannot take them all, but never under 64, so that a
-/// NAT of a few dozen users or a test box is not refused.
-fn default_per_ip(max_connections: usize) -> usize {
-    (max_connections / 16).max(64)
 }
 
 /// EMFILE, ENFILE, ENOBUFS, ENOMEM: the system is short of something; the
