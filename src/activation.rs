@@ -9,7 +9,9 @@
 //! they come from differs. Nothing else lives here.
 
 use crate::net::Listener;
+use socket2::SockRef;
 use std::io;
+use std::os::fd::{AsFd, AsRawFd};
 
 /// Takes the passed sockets, non-blocking, in the order passed. What is
 /// taken is what listenfd 1.0.2 (the version in Cargo.lock) reads:
@@ -24,9 +26,10 @@ use std::io;
 /// - `LISTEN_FDS` and `LISTEN_PID` are cleared whenever `LISTEN_FDS` is a
 ///   number, taken or not; `LISTEN_FDS_FIRST_FD` and `LISTEN_FDNAMES` stay.
 /// - Each must be a TCP (IPv4 or IPv6) or Unix stream socket: the crate
-///   checks its family and type (and marks it close-on-exec), not that it
-///   listens. Any other descriptor is an error naming it, and nothing is
-///   served.
+///   checks its family and type (and marks it close-on-exec). It must also
+///   listen, which the crate does not check and we do: one that does not
+///   would be polled for ever, every `accept` failing with `EINVAL`. Any
+///   other descriptor is an error naming it, and nothing is served.
 ///
 /// Call once, at start, before any thread exists: it changes the
 /// environment.
@@ -38,6 +41,7 @@ pub fn take_listeners() -> io::Result<Vec<Listener>> {
         // `Ok(None)` is an index already taken: never here.
         let as_tcp = match fds.take_tcp_listener(i) {
             Ok(Some(l)) => {
+                must_listen(&l, i, n)?;
                 listeners.push(Listener::from_std_tcp(l)?);
                 continue;
             }
@@ -46,6 +50,7 @@ pub fn take_listeners() -> io::Result<Vec<Listener>> {
         };
         let as_unix = match fds.take_unix_listener(i) {
             Ok(Some(l)) => {
+                must_listen(&l, i, n)?;
                 listeners.push(Listener::from_std_unix(l)?);
                 continue;
             }
@@ -69,4 +74,19 @@ pub fn take_listeners() -> io::Result<Vec<Listener>> {
         ));
     }
     Ok(listeners)
+}
+
+/// An error unless socket `i` (of `n`) listens (`SO_ACCEPTCONN`).
+fn must_listen(socket: &(impl AsFd + AsRawFd), i: usize, n: usize) -> io::Result<()> {
+    if SockRef::from(socket).is_listener()? {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "socket {} of {n} (fd {}) is a stream socket, but not listening",
+            i + 1,
+            socket.as_raw_fd()
+        ),
+    ))
 }
