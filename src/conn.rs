@@ -1010,6 +1010,9 @@ fn plural(n: u64, noun: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::answers::AnswerBuf;
+    use std::io::{BufRead, BufReader};
+    use std::net::{TcpListener, TcpStream};
 
     /// The per-client memory budget: the README promises a few hundred
     /// bytes per idle client, and this struct is most of it. The bound is
@@ -1018,8 +1021,221 @@ mod tests {
     #[test]
     fn an_idle_connection_stays_small() {
         let size = std::mem::size_of::<Conn>();
-        let bound = if cfg!(debug_assertions) { 136 + 16 } else { 136 };
+        let bound = if cfg!(debug_assertions) {
+            136 + 16
+        } else {
+            136
+        };
         println!("size_of::<Conn>() = {size}");
         assert!(size <= bound, "Conn grew to {size} bytes (bound {bound})");
+    }
+
+    // The deadline logic, driven through time the test sets: `Shared::now`
+    // is the only clock a connection reads, so nothing here sleeps. The
+    // sockets are real (loopback); the events are not: a test latches
+    // readiness itself, as an event would.
+
+    const T: Token = Token(7);
+
+    /// A connection served over loopback at `t0`, its client's end, and
+    /// what the loop would lend it.
+    struct Rig {
+        conn: Conn,
+        client: BufReader<TcpStream>,
+        sh: Shared,
+        answers: AnswerBuf,
+        t0: Instant,
+    }
+
+    impl Rig {
+        fn new(timeouts: Timeouts, proxy_header: bool) -> Rig {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+            let (server, addr) = listener.accept().expect("accept");
+            server.set_nonblocking(true).expect("nonblocking");
+            client
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let t0 = Instant::now();
+            let sh = Shared {
+                rbuf: vec![0; 16 * 1024].into_boxed_slice(),
+                numbers: Numbers::new(1, 100, Some(1)).expect("numbers"),
+                max_line: Some(1024),
+                timeouts,
+                now: t0,
+                stats: Stats::default(),
+                per_ip: PerAddress::new(None),
+                pending_out: 0,
+                output_budget: 1 << 20,
+                read_budget: READ_BUDGET,
+            };
+            let stream = Stream::Tcp(mio::net::TcpStream::from_std(server));
+            let conn = Conn::new(stream, Peer::Tcp(addr), proxy_header, false, &sh);
+            Rig {
+                conn,
+                client: BufReader::new(client),
+                sh,
+                answers: AnswerBuf::with_capacity(OUT_CAP + 64),
+                t0,
+            }
+        }
+
+        /// Sends `bytes` from the client; its event arrives `at` seconds.
+        fn send(&mut self, bytes: &[u8], at: u64) -> Status {
+            self.client.get_mut().write_all(bytes).expect("send");
+            self.conn.socket.ready.readable = true;
+            self.wake(Wake::Ready, at)
+        }
+
+        fn wake(&mut self, wake: Wake, at: u64) -> Status {
+            self.sh.now = self.t0 + Duration::from_secs(at);
+            self.conn.drive(T, wake, &mut self.sh, self.answers.lend())
+        }
+
+        fn at(&self, secs: u64) -> Option<Instant> {
+            Some(self.t0 + Duration::from_secs(secs))
+        }
+
+        /// What the client reads up to EOF.
+        fn rest(&mut self) -> Vec<String> {
+            self.client
+                .by_ref()
+                .lines()
+                .map(|l| l.expect("read"))
+                .collect()
+        }
+    }
+
+    fn idle(secs: u64) -> Timeouts {
+        Timeouts {
+            idle: Some(Duration::from_secs(secs)),
+            output: None,
+        }
+    }
+
+    #[test]
+    fn the_idle_deadline_moves_with_complete_lines_not_with_bytes() {
+        let mut r = Rig::new(idle(60), false);
+        assert_eq!(r.conn.deadline(), r.at(60));
+        assert!(matches!(r.send(b"abc", 30), Status::Wait));
+        assert_eq!(
+            r.conn.deadline(),
+            r.at(60),
+            "a line's first bytes are not activity"
+        );
+        assert!(matches!(r.send(b"\n", 40), Status::Wait));
+        assert_eq!(r.conn.deadline(), r.at(100), "a complete line is");
+        assert_eq!(r.sh.stats.lines, 1);
+
+        // Due: closed gracefully, its answer sent, then our FIN and a linger.
+        assert!(matches!(r.wake(Wake::Deadline, 100), Status::Wait));
+        assert_eq!(r.sh.stats.idle_closed, 1);
+        assert!(r.conn.is_lingering());
+        assert_eq!(
+            r.conn.deadline(),
+            Some(r.t0 + Duration::from_secs(100) + LINGER)
+        );
+        assert_eq!(r.rest().len(), 1, "the one answer, then EOF");
+        match r.wake(Wake::Deadline, 102) {
+            Status::Closed(Why::Idle) => {}
+            other => panic!("expected closed for idleness, got {other:?}"),
+        }
+        assert_eq!(r.conn.deadline(), None);
+    }
+
+    #[test]
+    fn the_output_deadline_runs_only_while_answers_wait() {
+        let mut r = Rig::new(
+            Timeouts {
+                idle: None,
+                output: Some(Duration::from_secs(5)),
+            },
+            false,
+        );
+        assert_eq!(r.conn.deadline(), None, "nothing armed for an idle client");
+        // The kernel refuses our writes (as if the client's window were full).
+        r.conn.socket.ready.writable = false;
+        r.send(b"1\n2\n", 10);
+        assert_eq!(r.sh.pending_out, r.conn.out.len());
+        assert!(r.sh.pending_out > 0);
+        assert_eq!(r.conn.deadline(), r.at(15));
+        match r.wake(Wake::Deadline, 15) {
+            Status::Closed(Why::OutputTimeout) => {}
+            other => panic!("expected an output timeout, got {other:?}"),
+        }
+        assert_eq!(r.sh.stats.output_closed, 1);
+        assert_eq!(
+            r.sh.pending_out, 0,
+            "a closed connection's answers leave the total"
+        );
+    }
+
+    #[test]
+    fn answers_taken_are_activity() {
+        let mut r = Rig::new(
+            Timeouts {
+                idle: Some(Duration::from_secs(60)),
+                output: Some(Duration::from_secs(5)),
+            },
+            false,
+        );
+        r.conn.socket.ready.writable = false;
+        r.send(b"1\n", 10);
+        assert_eq!(
+            r.conn.deadline(),
+            r.at(15),
+            "the output deadline is the earlier"
+        );
+        // A writable event at 14 s: the kernel takes them.
+        r.conn.socket.ready.writable = true;
+        r.wake(Wake::Ready, 14);
+        assert_eq!(r.sh.pending_out, 0);
+        assert_eq!(r.conn.deadline(), r.at(74), "idle again, counted from 14 s");
+    }
+
+    #[test]
+    fn a_proxy_header_must_be_complete_in_time_however_it_drips() {
+        let mut r = Rig::new(idle(60), true);
+        let by = r.t0 + HEADER_TIMEOUT;
+        assert_eq!(r.conn.deadline(), Some(by));
+        r.send(b"PROXY TCP4 ", 5);
+        assert_eq!(r.conn.deadline(), Some(by), "dripping does not extend it");
+        assert!(matches!(r.wake(Wake::Deadline, 10), Status::Wait));
+        assert!(r.conn.is_lingering());
+        assert_eq!(r.rest(), Vec::<String>::new(), "never answered");
+        match r.wake(Wake::Deadline, 12) {
+            Status::Closed(Why::NoHeader) => {}
+            other => panic!("expected no header, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_complete_header_opens_the_connection_with_fresh_deadlines() {
+        let mut r = Rig::new(idle(60), true);
+        r.send(b"PROXY TCP4 192.0.2.1 192.0.2.2 1234 80\r\n7\n", 3);
+        assert!(matches!(r.conn.peer, Peer::Tcp(a) if a.port() == 1234));
+        assert_eq!(r.sh.stats.lines, 1);
+        assert_eq!(r.conn.deadline(), r.at(63));
+    }
+
+    #[test]
+    fn shutdown_only_brings_a_closing_deadline_closer() {
+        let mut r = Rig::new(idle(60), false);
+        r.conn.socket.ready.writable = false;
+        r.send(b"1\nSTOP\n", 0);
+        let flush_by = r.t0 + FLUSH_STALL_TIMEOUT;
+        assert_eq!(r.conn.deadline(), Some(flush_by));
+        r.wake(Wake::Shutdown(flush_by + Duration::from_secs(20)), 1);
+        assert_eq!(
+            r.conn.deadline(),
+            Some(flush_by),
+            "a later grace period changes nothing"
+        );
+        r.wake(Wake::Shutdown(r.t0 + Duration::from_secs(3)), 2);
+        assert_eq!(r.conn.deadline(), r.at(3));
+        match r.wake(Wake::Deadline, 3) {
+            Status::Closed(Why::Timeout) => {}
+            other => panic!("expected a timeout while closing, got {other:?}"),
+        }
     }
 }

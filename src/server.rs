@@ -1079,3 +1079,34 @@ fn event_flags(event: &Event) -> String {
         .collect();
     names.join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Command;
+
+    fn config(args: &[&str]) -> Config {
+        match Config::parse(args.iter().copied()) {
+            Ok(Command::Serve(cfg)) => cfg,
+            other => panic!("{args:?} is not a server command line: {other:?}"),
+        }
+    }
+
+    /// A start-up failure keeps the system's error: a caller matches its
+    /// kind, and the message still names what was being done.
+    #[test]
+    fn a_taken_port_is_an_addr_in_use_error_naming_the_address() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = taken.local_addr().expect("addr").to_string();
+        let Err(e) = Server::bind(&config(&["--listen", &addr]), 1024, Vec::new()) else {
+            panic!("bound {addr} twice");
+        };
+        assert_eq!(e.kind(), Some(io::ErrorKind::AddrInUse));
+        assert!(std::error::Error::source(&e).is_some());
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot listen on {addr}: ")),
+            "{e}"
+        );
+    }
+}
