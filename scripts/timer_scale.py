@@ -22,8 +22,9 @@ client happen before the counters are zeroed. Each phase is measured as:
   server is quiet; SIGUSR1 (stats: line); callgrind_control -d
 
 so the instructions of a phase and the counters of its two stats: lines
-cover the same work (plus two stats: lines, measured alone in phase 0,
-the same sequence with nothing in between). Phase B ends when the server
+cover the same work, plus the two stats: lines themselves: phase 0, the
+same sequence with nothing in between, measures those, and the figures
+printed are each phase's less phase 0's (instructions, events, wakeups). Phase B ends when the server
 holds no client socket any more (counted in /proc/PID/fd) and its stats:
 line says active=0. Every wait is bounded (TIMEOUT s); a run that overruns
 is recorded as failed and the script goes on.
@@ -348,6 +349,14 @@ def run_one(binary: Path, out: Path, tag: str, size: int, rounds_a: int, nworker
     return rec
 
 
+def net(rec: dict, phase: str) -> dict:
+    """A phase's figures less phase 0's (its two stats: lines)."""
+    ph, zero = rec.get(phase), rec.get("0")
+    if not ph or not zero:
+        return {}
+    return {k: ph[k] - zero[k] for k in ("ir", "lines", "wakeups", "events", "reads", "writes")}
+
+
 def per(ph: dict, what: str) -> float | None:
     d = ph.get(what)
     return ph["ir"] / d if d else None
@@ -383,7 +392,7 @@ def main() -> None:
                 recs.append(rec)
                 with open(runs, "a") as f:
                     f.write(json.dumps(rec) + "\n")
-                a, b = rec.get("A", {}), rec.get("B", {})
+                a, b = net(rec, "A"), net(rec, "B")
                 print(f"{time.strftime('%T')} r{r} {v} {size}: ok={rec['ok']} "
                       f"A {bk.fmt(per(a, 'events') if a else None, 0)} Ir/event "
                       f"{bk.fmt(per(a, 'lines') if a else None, 0)} Ir/line ({a.get('secs')} s); "
@@ -394,8 +403,8 @@ def main() -> None:
 
 def table(recs: list[dict], variants: list[str], sizes: list[int]) -> None:
     def med(v, size, phase, what):
-        xs = [per(r[phase], what) for r in recs
-              if r["variant"] == v and r["size"] == size and r.get("ok") and per(r[phase], what)]
+        xs = [per(net(r, phase), what) for r in recs
+              if r["variant"] == v and r["size"] == size and r.get("ok") and per(net(r, phase), what)]
         return (statistics.median(xs), len(xs)) if xs else (None, 0)
 
     print("| variant | clients | A: Ir/event | A: Ir/line | A: events/wakeup | B: Ir/event | B: Ir/client | runs |")
@@ -404,10 +413,10 @@ def table(recs: list[dict], variants: list[str], sizes: list[int]) -> None:
         for size in sizes:
             ae, n = med(v, size, "A", "events")
             al, _ = med(v, size, "A", "lines")
-            aw = [r["A"]["events"] / r["A"]["wakeups"] for r in recs
-                  if r["variant"] == v and r["size"] == size and r.get("ok") and r["A"]["wakeups"]]
+            aw = [net(r, "A")["events"] / net(r, "A")["wakeups"] for r in recs
+                  if r["variant"] == v and r["size"] == size and r.get("ok") and net(r, "A")["wakeups"]]
             be, _ = med(v, size, "B", "events")
-            bc = [r["B"]["ir"] / size for r in recs if r["variant"] == v and r["size"] == size and r.get("ok")]
+            bc = [net(r, "B")["ir"] / size for r in recs if r["variant"] == v and r["size"] == size and r.get("ok")]
             print(f"| {v} | {size:,} | {bk.fmt(ae, 0)} | {bk.fmt(al, 0)} | "
                   f"{bk.fmt(statistics.median(aw) if aw else None, 1)} | {bk.fmt(be, 0)} | "
                   f"{bk.fmt(statistics.median(bc) if bc else None, 0)} | {n} |")

@@ -9,13 +9,19 @@
 //! ([`crate::line`]) and the PROXY parser's ([`crate::proxy`]).
 //!
 //! ```text
-//!                 --proxy-protocol
-//!   accept ──► Header ──header──► Open ──STOP, line too long, idle timeout,──► Closing{linger} ──answers──► Lingering ──► closed
-//!      │         │                 │ │   shutdown, bad or late PROXY header                        flushed    (shut down write,
-//!      │         └──────(same)─────┼─┼──────────────────────────────────────►                                discard input
-//!      │                           │ └── client EOF ──────────────────────► Closing{no linger} ──► closed    until EOF or 2 s)
-//!      └── refused ──► Closing{linger} (its one line: ERR ...)
-//!                                  └──── output timeout, socket error ────────────────────────────────────────────► closed
+//!  accept ──┬──────────────────────► Open ── STOP, line too long, idle timeout, shutdown ──┐
+//!           │                         ▲ │                                                  │
+//!           │   --proxy-protocol      │ └── client EOF ──► Closing{no linger} ──► closed    │
+//!           ├──► Header ── header ────┘                     (answers flushed)              ▼
+//!           │      └── bad or late header, shutdown ─────────────────────────► Closing{linger}
+//!           └── refused: its ERR line ───────────────────────────────────────►       │
+//!                                                                       answers flushed,
+//!                                                                       our FIN sent
+//!                                                                                    ▼
+//!                                       closed ◄── client EOF, or 2 s ── Lingering (input
+//!                                                                        read, discarded)
+//!  Any phase ──► closed at once: a socket error; Open: the output timeout; Closing: no
+//!  progress for FLUSH_STALL_TIMEOUT (or shutdown's grace period over).
 //! ```
 //!
 //! The rules of edge-triggered readiness that this file obeys:
