@@ -26,13 +26,13 @@
 //!
 //! The rules of edge-triggered readiness that this file obeys:
 //! - **Readiness is a latch, not a message.** An event sets `readable` or
-//!   `writable` ([`Readiness`]); only the kernel's answer clears it
+//!   `writable` (`Readiness`); only the kernel's answer clears it
 //!   (`WouldBlock`, or a short read, below). An event is a hint: the read
 //!   or write result is the truth (spurious events happen).
 //! - **Drain until the socket is empty.** No new edge comes for bytes
 //!   already in the socket. Empty means `WouldBlock`, or, on Linux, a read
 //!   that returned less than asked, unless the client's FIN is known to be
-//!   queued (then read on to EOF). One function reads ([`Socket::read_chunk`]),
+//!   queued (then read on to EOF). One function reads (`Socket::read_chunk`),
 //!   so the rule is stated once. A read loop that stops early must
 //!   remember why: the per-turn budget ran out ([`Status::Again`]: the loop
 //!   calls us again), or output is backed up (we resume ourselves when a

@@ -122,7 +122,7 @@ impl Listener {
     /// Binds a Unix listener at `path`. A socket file left behind by a dead
     /// server is replaced; one that a live server answers on is not. With
     /// `mode` (`--unix-mode`), the file gets exactly those permission bits,
-    /// and is never reachable with others (see [`bind_unix_with_mode`]).
+    /// and is never reachable with others (see `bind_unix_with_mode`).
     pub fn bind_unix(path: &Path, mode: Option<u32>) -> io::Result<Self> {
         if let Some(mode) = mode {
             return bind_unix_with_mode(path, mode)
