@@ -5,27 +5,43 @@
 //!
 //! Start with [`server`]: its `run` is the whole event loop on one screen:
 //! poll, accept, drive each ready client, fire deadlines, free closed slots.
+//! After anything happens to a connection (an event, its turn on the
+//! "again" list, a deadline, shutdown, accept), the loop takes one path:
+//! `Server::drive` runs it, `Server::settle` acts on what it reports.
 //! Then [`conn`], where one client's bytes are read, framed, answered and
 //! written, and where the rules of edge-triggered I/O are stated next to
-//! the code that obeys them. The rest are leaves with no I/O of their own:
+//! the code that obeys them: every read and write on a client socket is
+//! made there.
+//!
+//! | file | holds | does not hold |
+//! |---|---|---|
+//! | [`server`] | the loop: polling, accepting, the limits counted across clients, when each connection runs, its timer entry, shutdown | per-byte work, client reads and writes |
+//! | [`conn`] | one client: every read and write on its socket, framing and answering, its phases and the deadline each one holds | polling, the timer heap, the slab, counting clients |
+//!
+//! These do no I/O (but for the seed `numbers` asks the system for once);
+//! each is tested on its own:
 //!
 //! | file | holds | does not hold |
 //! |---|---|---|
 //! | [`config`] | the command line, checked and typed | anything that binds or logs |
-//! | [`server`] | the loop, accepting, deadlines, shutdown | per-byte work |
-//! | [`conn`] | one client: read, answer, write, close phases | polling, timers |
+//! | [`limits`] | how many clients, lingering rejections and clients per address, from the command line and the open-file limit | counting clients against them |
+//! | [`timers`] | the deadline heap: one current entry per connection, rebuilt when mostly stale | what a deadline means |
 //! | [`answers`] | the shared answer buffer, lent per drive and always returned empty | what goes in it |
-//! | [`line`] | the line framer (pure, tested on every split) | sockets |
-//! | [`numbers`] | the random number source and its text form | framing |
-//! | [`net`] | TCP/Unix listeners and streams behind one type | policy |
-//! | [`metrics`] | `--metrics`: the Prometheus text format, over a minimal HTTP/1.x | accepting, polling |
+//! | [`line`](mod@line) | the line framer (tested on every split) | sockets |
+//! | [`proxy`] | the PROXY protocol header parser (tested on every split) | sockets |
+//! | [`numbers`] | the random number source and its text form (ChaCha12, or `--seed`) | framing |
 //! | [`per_ip`] | connections per client address (`--max-connections-per-ip`) | what to do past the limit |
-//! | [`timers`] | the deadline heap (idle, closing) | what a deadline means |
-//! | [`proxy`] | the PROXY protocol header parser (pure, tested on every split) | sockets |
-//! | [`activation`] | sockets passed by systemd (`LISTEN_FDS`) | binding |
-//! | [`stats`] | the loop's counters and their `stats:` line | when they are logged |
-//! | [`sys`] | the open-file limit | |
-//! | [`logging`] | the log line format | |
+//! | [`stats`] | the loop's counters, their keys listed once, and the `stats:` line | when they are logged |
+//!
+//! These do I/O of their own, each of one kind:
+//!
+//! | file | does | does not |
+//! |---|---|---|
+//! | [`net`] | TCP/Unix listeners and client streams behind one type each; every system call on a listener (bind, listen, accept, socket options, the Unix socket's file) | decide when a client is read or written |
+//! | [`metrics`] | `--metrics`: reads and answers its own scrape connections (a minimal HTTP/1.x, the Prometheus text format); reads `/proc/self/status` per answered scrape (resident memory), and `/proc/self/fd` once at start | accept or poll |
+//! | [`activation`] | takes the sockets systemd passed (`LISTEN_FDS`) and checks that each is a listening stream socket | bind |
+//! | [`sys`] | raises the open-file limit (`setrlimit`) | |
+//! | [`logging`] | writes each log line to stderr, as text or for journald | decide what is logged |
 //!
 //! `src/main.rs` only wires them: parse, log, raise the fd limit, bind, run,
 //! and map the outcome to an exit code (0 ok, 1 runtime failure, 2 usage).
