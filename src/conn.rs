@@ -154,8 +154,10 @@ impl Shared {
     }
 }
 
-/// Why a connection ended, for the debug log.
-#[derive(Debug)]
+/// Why a connection ends, for the debug log: a plain reason, one byte,
+/// kept in the closing phases (a socket's failure is not planned, so it is
+/// never kept: it ends the connection at once, see [`Status::Failed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Why {
     /// The client sent EOF; its complete lines were answered.
     ClientClosed,
@@ -184,8 +186,6 @@ pub enum Why {
     BadHeader,
     /// `--proxy-protocol`: no complete header within [`HEADER_TIMEOUT`].
     NoHeader,
-    /// The socket failed (reset by peer, broken pipe...).
-    Failed(io::Error),
 }
 
 impl fmt::Display for Why {
@@ -202,7 +202,6 @@ impl fmt::Display for Why {
             Why::Timeout => f.write_str("timed out while closing"),
             Why::BadHeader => f.write_str("no valid PROXY header"),
             Why::NoHeader => f.write_str("no PROXY header in time"),
-            Why::Failed(e) => write!(f, "{e}"),
         }
     }
 }
@@ -270,6 +269,9 @@ pub enum Status {
     Again,
     /// Deregister and drop it.
     Closed(Why),
+    /// The socket failed (reset by peer, broken pipe, a dead peer...):
+    /// deregister and drop it.
+    Failed(io::Error),
 }
 
 /// What the latest events said the socket can do. Each flag is set by an
@@ -527,7 +529,7 @@ impl Conn {
                 self.drive_io(token, sh, answers)
             }
         };
-        if let Status::Closed(_) = status {
+        if let Status::Closed(_) | Status::Failed(_) = status {
             // Nobody will take these answers now.
             self.out = Vec::new();
             if std::mem::take(&mut self.ip_counted)
@@ -589,13 +591,20 @@ impl Conn {
         }
     }
 
-    /// Gives up the connection now; a failure overrides the planned reason.
-    fn finish(&mut self, failure: Option<Why>) -> Status {
+    /// Gives up the connection now, for the reason planned when it began
+    /// to close, or for `instead`.
+    fn finish(&mut self, instead: Option<Why>) -> Status {
         let planned = match std::mem::replace(&mut self.phase, Phase::Closed) {
             Phase::Closing { why, .. } | Phase::Lingering { why, .. } => why,
             Phase::Header { .. } | Phase::Open { .. } | Phase::Closed => Why::ClientClosed,
         };
-        Status::Closed(failure.unwrap_or(planned))
+        Status::Closed(instead.unwrap_or(planned))
+    }
+
+    /// The socket failed: the connection ends now.
+    fn fail(&mut self, e: io::Error) -> Status {
+        self.phase = Phase::Closed;
+        Status::Failed(e)
     }
 
     fn drive_io(&mut self, token: Token, sh: &mut Shared, mut answers: Loan<'_>) -> Status {
@@ -614,7 +623,7 @@ impl Conn {
             // On an error, answers framed before it are dropped with the loan.
             let wrote = match io.and_then(|()| self.flush(token, &mut answers, &mut sh.stats)) {
                 Ok(wrote) => wrote,
-                Err(e) => return self.finish(Some(Why::Failed(e))),
+                Err(e) => return self.fail(e),
             };
             let gated = self.gated(sh);
             self.note_backpressure(token, gated, &mut sh.stats);
@@ -627,7 +636,7 @@ impl Conn {
             match self.close_when_flushed(token, sh.now) {
                 Ok(false) => {}
                 Ok(true) => return self.finish(None),
-                Err(e) => return self.finish(Some(Why::Failed(e))),
+                Err(e) => return self.fail(e),
             }
             // Go round again only if reading stopped for backpressure and
             // the write just made room: no event would come to resume it.
@@ -994,7 +1003,7 @@ fn on_header(token: Token, peer: &mut Peer, header: Header) {
     trace!("token {}: PROXY header read", token.0);
     match header {
         Header::Client(addr) => {
-            let proxy = std::mem::replace(peer, Peer::Tcp(addr));
+            let proxy = std::mem::replace(peer, Peer::tcp(addr));
             info!("serving {addr} (proxied by {proxy})");
         }
         // Health checks (LOCAL) are frequent: not worth an info line.
@@ -1076,7 +1085,7 @@ mod tests {
                 read_budget: READ_BUDGET,
             };
             let stream = Stream::Tcp(mio::net::TcpStream::from_std(server));
-            let conn = Conn::new(stream, Peer::Tcp(addr), proxy_header, false, &sh);
+            let conn = Conn::new(stream, Peer::tcp(addr), proxy_header, false, &sh);
             Rig {
                 conn,
                 client: BufReader::new(client),
@@ -1219,7 +1228,7 @@ mod tests {
     fn a_complete_header_opens_the_connection_with_fresh_deadlines() {
         let mut r = Rig::new(idle(60), true);
         r.send(b"PROXY TCP4 192.0.2.1 192.0.2.2 1234 80\r\n7\n", 3);
-        assert!(matches!(r.conn.peer, Peer::Tcp(a) if a.port() == 1234));
+        assert!(matches!(r.conn.peer, Peer::Tcp { port: 1234, .. }));
         assert_eq!(r.sh.stats.lines, 1);
         assert_eq!(r.conn.deadline(), r.at(63));
     }
