@@ -155,8 +155,11 @@ fn bounds_are_inclusive_and_any_i64_works() {
 
 #[test]
 fn numbers_are_roughly_uniform() {
-    // 9,000 draws over 1..=3: each value expected 3,000 times; a fair
-    // generator lands within ±300 (over 7 standard deviations).
+    // 9,000 draws over 1..=3: each value's count is binomial, expected
+    // 3,000 times with a standard deviation of sqrt(9000 · 1/3 · 2/3) =
+    // sqrt(2000) ≈ 44.7. A fair generator lands within ±300: about 6.7
+    // standard deviations (exact binomial tails: a fair generator fails
+    // this less than once in 10^10 runs).
     let server = Server::start(&["--min", "1", "--max", "3"]);
     let mut c = server.connect();
     c.send("x\n".repeat(9000).as_bytes());
