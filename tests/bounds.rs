@@ -203,7 +203,7 @@ fn a_client_whose_answers_stay_backed_up_is_closed_after_the_output_timeout() {
 fn a_drip_without_newlines_does_not_hold_a_slot_past_the_idle_timeout() {
     let server = Server::start(&["--idle-timeout", "1"]);
     let mut c = server.connect();
-    let mut w = c.stream.try_clone().expect("clone");
+    let mut w = c.writer();
     let drip = std::thread::spawn(move || {
         // One byte every 300 ms, never a newline, for at most 6 s.
         for _ in 0..20 {
@@ -214,11 +214,9 @@ fn a_drip_without_newlines_does_not_hold_a_slot_past_the_idle_timeout() {
         }
     });
     let started = Instant::now();
-    c.stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
+    c.set_read_timeout(Duration::from_secs(5));
     let mut buf = [0u8; 64];
-    let closed = matches!(c.stream.read(&mut buf), Ok(0));
+    let closed = matches!(c.read(&mut buf), Ok(0));
     assert!(closed, "a drip kept its slot for {:?}", started.elapsed());
     assert!(started.elapsed() < Duration::from_secs(4));
     drip.join().expect("drip");
@@ -256,7 +254,6 @@ fn a_paused_client_taking_its_answers_is_not_idle() {
     let started = Instant::now();
     while got < lines {
         let n = c
-            .stream
             .read(&mut buf)
             .unwrap_or_else(|e| panic!("{e} after {got} answers; log:\n{}", server.log.text()));
         assert!(n > 0, "closed while taking its answers, after {got}");
@@ -284,7 +281,6 @@ fn a_paused_client_that_reads_its_answers_loses_nothing() {
     let mut buf = vec![0; 2048];
     loop {
         let n = c
-            .stream
             .read(&mut buf)
             .unwrap_or_else(|e| panic!("{e} after {got} answers; log:\n{}", server.log.text()));
         if n == 0 {
@@ -328,9 +324,7 @@ fn one_address_cannot_take_every_slot() {
     eventually(WAIT, "the address's slot comes back", || {
         let mut c = server.connect();
         c.send(b"again\n");
-        let mut line = String::new();
-        BufReader::new(&c.stream).read_line(&mut line).ok()?;
-        line.trim().parse::<i64>().ok()
+        c.try_line()?.parse::<i64>().ok()
     });
     // The 65th, and any retry above that came before the slot was back.
     assert!(server.stats()["rejected_per_ip"] >= 1);
@@ -345,13 +339,7 @@ fn behind_a_proxy_the_limit_counts_the_client_the_header_names() {
         c.send(b"hello\n");
         c
     };
-    let answered = |c: &mut Client| {
-        let mut line = String::new();
-        BufReader::new(&c.stream)
-            .read_line(&mut line)
-            .expect("read");
-        line.trim().parse::<i64>().is_ok()
-    };
+    let answered = |c: &mut Client| c.try_line().is_some_and(|l| l.parse::<i64>().is_ok());
     let v4 = "PROXY TCP4 192.0.2.1 192.0.2.9 4000 80\r\n";
     let mut held = vec![with(v4), with(v4)];
     for c in &mut held {

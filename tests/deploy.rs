@@ -286,7 +286,7 @@ fn haproxy_config(port: u16, backends: &[SocketAddr]) -> String {
 /// Connects through the balancer, asks one line; returns our own address.
 fn ask_through(front: SocketAddr) -> SocketAddr {
     let mut c = Client::connect(front);
-    let me = c.stream.local_addr().expect("local addr");
+    let me = c.local_addr();
     assert!((1..=99).contains(&c.ask("through haproxy")));
     me
 }

@@ -35,7 +35,7 @@ fn start_traced(args: &[&str]) -> Server {
 /// would put it first in the batch.
 fn connect_settled(server: &Server) -> (Client, usize) {
     let client = server.connect();
-    let me = client.stream.local_addr().expect("local address");
+    let me = client.local_addr();
     let accepted = server.log.wait_for(&format!("accepted {me} as token "));
     let token = accepted
         .split("as token ")
@@ -68,14 +68,6 @@ fn pause(server: &Server) {
     }
 }
 
-/// Closes the client's socket with a reset (SO_LINGER 0) instead of a FIN.
-fn reset(client: Client) {
-    socket2::SockRef::from(&client.stream)
-        .set_linger(Some(Duration::ZERO))
-        .expect("SO_LINGER 0");
-    drop(client); // both of its handles: the socket closes now
-}
-
 /// The exact reproduction from the bug report: B sent two lines and got
 /// five answers, A's three first.
 #[test]
@@ -86,7 +78,7 @@ fn a_reset_clients_answers_never_reach_the_next_client() {
         let (mut a, _) = connect_settled(&server);
         pause(&server);
         a.send(b"1\n2\n3\n");
-        reset(a);
+        a.reset();
         b.send(b"x\n");
         server.signal(Signal::CONT);
         b.send(b"y\nSTOP\n");
@@ -116,7 +108,7 @@ fn a_reset_clients_answers_never_reach_a_client_still_sending_its_header() {
         pause(&server);
         a.send(header);
         a.send(b"1\n2\n3\n");
-        reset(a);
+        a.reset();
         b.send(&header[10..20]); // still no complete header
         server.signal(Signal::CONT);
         b.send(&header[20..]);
@@ -141,7 +133,7 @@ fn a_reset_clients_answers_never_reach_a_rejected_client() {
         let (mut a, _) = connect_settled(&server);
         pause(&server);
         a.send(b"1\n2\n3\n");
-        reset(a);
+        a.reset();
         // Both wait in the backlog. After A's events, B takes A's place and
         // D is one too many: rejected in the same batch.
         let connect = || {

@@ -10,25 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// Writes `x\n` lines until the socket stops taking them for `stall` (the
-/// server pushed back) or `max` bytes went out. Returns the bytes written.
-fn write_until_blocked(client: &Client, stall: Duration, max: usize) -> usize {
-    let mut w = client.stream.try_clone().expect("clone");
-    w.set_write_timeout(Some(stall)).expect("write timeout");
-    let chunk = b"x\n".repeat(32 * 1024);
-    let mut sent = 0;
-    while sent < max {
-        match w.write(&chunk) {
-            Ok(n) => sent += n,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return sent;
-            }
-            Err(e) => panic!("write: {e}"),
-        }
-    }
-    sent
-}
-
 /// Reads answers until `lines` newlines have arrived; checks they are numbers.
 fn read_answers(client: &mut Client, lines: usize) {
     read_answers_pausing(client, lines, Duration::ZERO);
@@ -40,7 +21,7 @@ fn read_answers_pausing(client: &mut Client, lines: usize, pause: Duration) {
     let mut seen = 0;
     while seen < lines {
         std::thread::sleep(pause);
-        let n = client.stream.read(&mut buf).expect("read answers");
+        let n = client.read(&mut buf).expect("read answers");
         assert!(n > 0, "EOF after {seen} of {lines} answers");
         for &b in &buf[..n] {
             match b {
@@ -62,7 +43,7 @@ fn a_client_that_does_not_read_is_held_to_bounded_memory_and_loses_nothing() {
 
     // Write without reading until the server stops taking input: its
     // output for us is full, so it stopped reading (backpressure).
-    let sent = write_until_blocked(&c, Duration::from_millis(700), 64 << 20);
+    let sent = c.fill_until_blocked(Duration::from_millis(700), 64 << 20);
     assert!(sent < 64 << 20, "the server never pushed back");
     let rss_stalled = server.rss_kib();
     assert!(
@@ -85,13 +66,14 @@ fn a_client_that_does_not_read_is_held_to_bounded_memory_and_loses_nothing() {
 #[test]
 fn a_flooding_client_does_not_starve_others() {
     let server = Server::start(&[]);
-    let flood = server.connect();
+    let mut flood = server.connect();
     let done = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicUsize::new(0));
 
     // The flood: pipelined lines as fast as the socket takes them, with a
     // reader that keeps up so the server never pauses it; bounded to 20 s.
-    let mut w = flood.stream.try_clone().expect("clone");
+    let mut w = flood.writer();
+    let closer = flood.writer();
     let stop = done.clone();
     let writer = std::thread::spawn(move || {
         let chunk = b"flood\n".repeat(8 * 1024);
@@ -102,13 +84,12 @@ fn a_flooding_client_does_not_starve_others() {
             }
         }
     });
-    let mut r = flood.stream.try_clone().expect("clone");
     let count = answered.clone();
     let stop = done.clone();
     let reader = std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         while !stop.load(Ordering::Relaxed) {
-            match r.read(&mut buf) {
+            match flood.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => count.fetch_add(
                     buf[..n].iter().filter(|&&b| b == b'\n').count(),
@@ -135,10 +116,7 @@ fn a_flooding_client_does_not_starve_others() {
         "the flood ended before the other client was served"
     );
     writer.join().expect("writer");
-    flood
-        .stream
-        .shutdown(std::net::Shutdown::Both)
-        .expect("shutdown");
+    closer.shutdown(std::net::Shutdown::Both).expect("shutdown");
     reader.join().expect("reader");
     assert!(flood_answers_during_pings >= 100_000);
 }
@@ -172,7 +150,7 @@ fn a_line_longer_than_max_line_gets_an_error_without_waiting_for_newline() {
     assert!((1..=99).contains(&c.ask("0123456789")));
     // The long line goes on and on: the error must not wait for its end,
     // and the unread rest must not turn the close into a reset.
-    let mut w = c.stream.try_clone().expect("clone");
+    let mut w = c.writer();
     let t = std::thread::spawn(move || {
         let mut burst = b"ok\n   4567890X".to_vec();
         burst.extend(std::iter::repeat_n(b'z', 300_000));
@@ -192,7 +170,7 @@ fn max_line_zero_means_no_limit() {
     let server = Server::start(&["--max-line", "0"]);
     let mut c = server.connect();
     let long = "y".repeat(1 << 20);
-    let mut w = c.stream.try_clone().expect("clone");
+    let mut w = c.writer();
     let t = std::thread::spawn(move || w.write_all(format!("{long}\n").as_bytes()));
     assert!((1..=99).contains(&c.number()));
     t.join().expect("writer").expect("write");
@@ -261,24 +239,18 @@ fn out_of_file_descriptors_keeps_serving_and_resumes_accepting() {
         let mut c = server.connect();
         c.send(b"hello\n");
         if waiting.is_empty() {
-            c.stream
-                .set_read_timeout(Some(Duration::from_millis(500)))
-                .expect("timeout");
-            let mut byte = [0u8; 1];
-            match c.stream.peek(&mut byte) {
-                Ok(1) => {
-                    c.stream.set_read_timeout(Some(WAIT)).expect("timeout");
+            match c.peek_within(Duration::from_millis(500)) {
+                Ok(0) => panic!("closed instead of waiting"),
+                Ok(_) => {
                     assert!((1..=99).contains(&c.number()));
                     served.push(c);
                     continue;
                 }
-                Ok(_) => panic!("closed instead of waiting"),
                 Err(e) => assert!(
                     matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
                     "{e}"
                 ),
             }
-            c.stream.set_read_timeout(Some(WAIT)).expect("timeout");
         }
         waiting.push(c);
     }
@@ -397,11 +369,9 @@ fn urgent_data_does_not_hide_the_lines_behind_it() {
     let mut c = server.connect();
     assert!((1..=99).contains(&c.ask("warm up")));
     server.signal(Signal::STOP);
-    let urgent = c.stream.try_clone().expect("clone");
-    let sock = socket2::SockRef::from(&urgent);
     for _ in 0..5 {
         c.send(b"a\n");
-        sock.send_out_of_band(b"!").expect("send urgent byte");
+        c.send_urgent(b"!");
     }
     c.send(b"c\nd\n");
     server.signal(Signal::CONT);

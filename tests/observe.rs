@@ -160,7 +160,7 @@ fn a_client_that_stops_reading_is_paused_and_resumed() {
     let mut got = 0;
     let mut buf = vec![0; 64 * 1024];
     while got < lines {
-        let n = c.stream.read(&mut buf).expect("read answers");
+        let n = c.read(&mut buf).expect("read answers");
         assert!(n > 0, "EOF after {got} answers");
         got += buf[..n].iter().filter(|&&b| b == b'\n').count();
     }

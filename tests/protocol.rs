@@ -44,7 +44,7 @@ fn stop_with_trailing_bytes_is_not_reset() {
     burst.extend(std::iter::repeat_n(b'x', 200_000));
     burst.extend_from_slice(b"\nfour\n");
     // Write from a second handle so the read below runs concurrently.
-    let mut writer = c.stream.try_clone().expect("clone");
+    let mut writer = c.writer();
     let t = std::thread::spawn(move || {
         let _ = writer.write_all(&burst);
     });
@@ -67,7 +67,7 @@ fn pipelined_lines_are_all_answered_in_order() {
     let server = Server::start(&["--seed", "11", "--min", "0", "--max", "1000000"]);
     let mut c = server.connect();
     let burst: String = (0..lines).map(|i| format!("line {i}\n")).collect();
-    let mut writer = c.stream.try_clone().expect("clone");
+    let mut writer = c.writer();
     let t = std::thread::spawn(move || writer.write_all(burst.as_bytes()).expect("write"));
     let got: Vec<i64> = (0..lines).map(|_| c.number()).collect();
     t.join().expect("writer");

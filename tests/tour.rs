@@ -230,7 +230,7 @@ fn a_client_that_stops_reading_pauses_and_resumes() {
     let mut got = 0;
     let mut buf = vec![0; 1 << 16];
     loop {
-        let n = c.stream.read(&mut buf).expect("read answers");
+        let n = c.read(&mut buf).expect("read answers");
         if n == 0 {
             break;
         }

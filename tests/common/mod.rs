@@ -298,9 +298,11 @@ pub fn proc_status_number(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
-/// A client connection with a buffered reader; every read has a timeout.
+/// A client connection; every read has a timeout and goes through one
+/// buffered reader (the socket itself is private: bytes read around the
+/// buffer would be lost to it, or it would hold bytes a raw read missed).
 pub struct Client {
-    pub stream: TcpStream,
+    stream: TcpStream,
     reader: BufReader<TcpStream>,
 }
 
@@ -318,6 +320,27 @@ impl Client {
         Client { stream, reader }
     }
 
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().expect("local address")
+    }
+
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.stream.peer_addr().expect("peer address")
+    }
+
+    /// How long a read may wait ([`WAIT`] unless set).
+    pub fn set_read_timeout(&self, limit: Duration) {
+        self.stream
+            .set_read_timeout(Some(limit))
+            .expect("read timeout");
+    }
+
+    /// A second handle on the socket, for writing (or shutting down) from
+    /// another thread. Reads stay with the client.
+    pub fn writer(&self) -> TcpStream {
+        self.stream.try_clone().expect("clone")
+    }
+
     /// Sends `lines` lines of `x` from another thread (so that the test
     /// can choose when to read), then half-closes if asked.
     pub fn send_lines_in_background(
@@ -325,7 +348,7 @@ impl Client {
         lines: usize,
         half_close: bool,
     ) -> std::thread::JoinHandle<()> {
-        let mut w = self.stream.try_clone().expect("clone");
+        let mut w = self.writer();
         std::thread::spawn(move || {
             let batch = b"x\n".repeat(10_000);
             for _ in 0..lines / 10_000 {
@@ -339,8 +362,37 @@ impl Client {
         })
     }
 
+    /// Writes `x\n` lines, never reading, until the socket takes nothing
+    /// for `stall` (the server stopped reading: backpressure) or `max`
+    /// bytes went out. Returns the bytes written.
+    pub fn fill_until_blocked(&self, stall: Duration, max: usize) -> usize {
+        self.stream
+            .set_write_timeout(Some(stall))
+            .expect("write timeout");
+        let chunk = b"x\n".repeat(32 * 1024);
+        let mut sent = 0;
+        while sent < max {
+            match (&self.stream).write(&chunk[..chunk.len().min(max - sent)]) {
+                Ok(n) => sent += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        self.stream
+            .set_write_timeout(Some(WAIT))
+            .expect("write timeout");
+        sent
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send");
+    }
+
+    /// Sends `bytes` as TCP urgent (out-of-band) data.
+    pub fn send_urgent(&self, bytes: &[u8]) {
+        socket2::SockRef::from(&self.stream)
+            .send_out_of_band(bytes)
+            .expect("send urgent data");
     }
 
     /// The next line, without its `\n`. Fails on EOF or timeout.
@@ -355,6 +407,19 @@ impl Client {
         line
     }
 
+    /// The next line, or `None` at EOF, on a reset or a timeout (for a
+    /// client the server may have turned away).
+    pub fn try_line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(_) if line.ends_with('\n') => {
+                line.pop();
+                Some(line)
+            }
+            _ => None,
+        }
+    }
+
     /// The next line as a number.
     pub fn number(&mut self) -> i64 {
         let line = self.line();
@@ -366,6 +431,17 @@ impl Client {
     pub fn ask(&mut self, line: &str) -> i64 {
         self.send(format!("{line}\n").as_bytes());
         self.number()
+    }
+
+    /// Waits (at most `limit`) until the server has sent something, and
+    /// keeps it buffered for the next read: how many bytes are buffered,
+    /// 0 if the server closed instead; `Err` (`WouldBlock`/`TimedOut`) if
+    /// nothing came.
+    pub fn peek_within(&mut self, limit: Duration) -> std::io::Result<usize> {
+        self.set_read_timeout(limit);
+        let got = self.reader.fill_buf().map(|b| b.len());
+        self.set_read_timeout(WAIT);
+        got
     }
 
     /// Reads until the server closes; fails on a reset or a timeout.
@@ -407,6 +483,33 @@ impl Client {
         self.stream
             .shutdown(Shutdown::Write)
             .expect("shutdown write");
+    }
+
+    /// Closes the connection with a reset (SO_LINGER 0) instead of a FIN.
+    pub fn reset(self) {
+        socket2::SockRef::from(&self.stream)
+            .set_linger(Some(Duration::ZERO))
+            .expect("SO_LINGER 0");
+        drop(self); // both of its handles: the socket closes now
+    }
+}
+
+/// Reads through the client's buffer (with its timeout).
+impl Read for Client {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
+
+/// Raw writes, for a test that expects them to fail (the server may
+/// have closed); [`Client::send`] fails the test instead.
+impl Write for Client {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.flush()
     }
 }
 
