@@ -194,19 +194,6 @@ fn idle_clients_are_closed_and_active_ones_are_not() {
     assert!((1..=99).contains(&active.ask("after")));
 }
 
-/// CPU time (user + system) the process has used, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    // Fields after the command name, which is in parentheses.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .expect("comm")
-        .1
-        .split_whitespace()
-        .collect();
-    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
-}
-
 /// Starts randline under `prlimit --nofile=N:N`.
 fn start_with_fd_limit(limit: u32, args: &[&str]) -> Server {
     let mut cmd = Command::new("prlimit");
@@ -263,13 +250,12 @@ fn out_of_file_descriptors_keeps_serving_and_resumes_accepting() {
     server.log.wait_for("out of file descriptors");
 
     // Existing clients are still served, and the server does not spin.
-    let pid = server.child.id();
-    let ticks = cpu_ticks(pid);
+    let ticks = server.cpu_ticks();
     for c in served.iter_mut().take(5) {
         assert!((1..=99).contains(&c.ask("still served")));
     }
     std::thread::sleep(Duration::from_secs(1));
-    let used = cpu_ticks(pid) - ticks;
+    let used = server.cpu_ticks() - ticks;
     assert!(
         used < 30,
         "{used} ticks of CPU in ~1 s while out of descriptors: a busy loop?"
@@ -299,7 +285,7 @@ fn an_idle_server_is_one_thread_that_never_wakes() {
     let server = Server::start(&[]);
     let mut c = server.connect();
     assert!((1..=99).contains(&c.ask("then silence")));
-    let pid = server.child.id();
+    let pid = server.pid();
     assert_eq!(common::proc_status_number(pid, "Threads:"), 1, "one thread");
     let wakeups = || {
         common::proc_status_number(pid, "voluntary_ctxt_switches:")
@@ -364,17 +350,16 @@ fn urgent_data_does_not_hide_the_lines_behind_it() {
     // bytes queued: a "short read means empty" shortcut would strand the
     // lines after it. The server is paused so that everything is queued
     // before it reads.
-    use rustix::process::Signal;
     let server = Server::start(&[]);
     let mut c = server.connect();
     assert!((1..=99).contains(&c.ask("warm up")));
-    server.signal(Signal::STOP);
+    server.pause();
     for _ in 0..5 {
         c.send(b"a\n");
         c.send_urgent(b"!");
     }
     c.send(b"c\nd\n");
-    server.signal(Signal::CONT);
+    server.resume();
     for _ in 0..7 {
         assert!((1..=99).contains(&c.number()));
     }
@@ -396,16 +381,15 @@ fn a_burst_of_connects_waits_in_a_deep_backlog() {
     // While the loop is not accepting (here: paused), the kernel completes
     // handshakes into the listen backlog. std's default of 128 would leave
     // the rest of a burst retrying SYNs for a second or more.
-    use rustix::process::Signal;
     let server = Server::start(&[]);
-    server.signal(Signal::STOP);
+    server.pause();
     let mut clients = Vec::new();
     for i in 0..400 {
         let stream = std::net::TcpStream::connect_timeout(&server.addr, Duration::from_millis(800))
             .unwrap_or_else(|e| panic!("connect #{i} while the server is paused: {e}"));
         clients.push(stream);
     }
-    server.signal(Signal::CONT);
+    server.resume();
     for stream in clients.iter().step_by(40) {
         let mut c = Client::from_stream(stream.try_clone().expect("clone"));
         assert!((1..=99).contains(&c.ask("made it")));
@@ -420,8 +404,7 @@ fn the_soft_fd_limit_is_raised_to_the_hard_limit() {
         .args(["--listen", "127.0.0.1:0"]);
     let server = Server::spawn(cmd);
     server.log.wait_for("open files 4096, max connections 4064");
-    let limits =
-        std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).expect("limits");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).expect("limits");
     let line = limits
         .lines()
         .find(|l| l.starts_with("Max open files"))

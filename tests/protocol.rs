@@ -4,7 +4,7 @@ mod common;
 
 use common::{Server, numbers};
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 #[test]
@@ -223,28 +223,15 @@ fn nc_session_like_the_readme() {
     // The README's transcript: lines piped into netcat-openbsd, which
     // half-closes (-N) at the end of its input.
     let server = Server::start(&[]);
-    let nc = Command::new("nc")
-        .args([
-            "-N",
-            "-w",
-            "10",
-            "127.0.0.1",
-            &server.addr.port().to_string(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut nc = match nc {
-        Ok(child) => child,
-        Err(e) => panic!("nc (netcat-openbsd) is needed for this test: {e}"),
-    };
-    nc.stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"hello\nworld\nSTOP\nnever answered\n")
-        .expect("write to nc");
-    let out = nc.wait_with_output().expect("nc output");
+    assert!(
+        common::installed("nc"),
+        "nc (netcat-openbsd) is needed for this test"
+    );
+    let out = common::run_cmd_with_input(
+        Command::new("nc").args(["-N", "127.0.0.1", &server.addr.port().to_string()]),
+        b"hello\nworld\nSTOP\nnever answered\n",
+        common::WAIT,
+    );
     assert!(
         out.status.success(),
         "nc failed: {}",
@@ -305,12 +292,7 @@ fn every_listen_address_is_served() {
     ]);
     let server = Server::spawn(cmd);
     for n in 1..=3 {
-        let line = server.log.wait_for_nth("listening on ", n);
-        let addr: std::net::SocketAddr = line
-            .rsplit("listening on ")
-            .next()
-            .and_then(|a| a.trim().parse().ok())
-            .expect("address");
+        let addr = common::listening_addr(&server.log.wait_for_nth("listening on ", n));
         assert!(
             (1..=99).contains(&common::Client::connect(addr).ask("hi")),
             "{addr}"

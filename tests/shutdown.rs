@@ -110,11 +110,11 @@ fn sigterm_and_sigint_together_still_drain() {
     let mut server = Server::start(&[]);
     let mut c = server.connect();
     assert!((1..=99).contains(&c.ask("x")));
-    server.signal(Signal::STOP);
+    server.pause();
     c.send(&b"line\n".repeat(10));
     server.signal(Signal::TERM);
     server.signal(Signal::INT);
-    server.signal(Signal::CONT);
+    server.resume();
     assert_eq!(numbers(&c.rest_until_eof()).len(), 10);
     assert_eq!(server.wait_exit().code(), Some(0));
 }
