@@ -181,6 +181,7 @@ impl Proc {
     /// SIGSTOP, then waits (bounded) until the kernel reports it stopped
     /// (state `T` in /proc/PID/stat): only then is everything sent next
     /// sure to be queued before it looks. [`Proc::resume`] undoes it.
+    #[track_caller]
     pub fn pause(&self) {
         self.signal(Signal::STOP);
         wait_until("the process stops (state T)", WAIT, || self.state() == 'T');
@@ -212,10 +213,13 @@ impl Proc {
     }
 
     /// Waits (at most [`WAIT`]) for it to exit; its log is shown if not.
+    #[track_caller]
     pub fn wait_exit(&mut self) -> ExitStatus {
         let child = &mut self.child;
-        poll(WAIT, || child.try_wait().expect("try_wait"))
-            .unwrap_or_else(|| panic!("did not exit; log:\n{}", self.log.text()))
+        match poll(WAIT, || child.try_wait().expect("try_wait")) {
+            Some(status) => status,
+            None => panic!("did not exit within {WAIT:?}; log:\n{}", self.log.text()),
+        }
     }
 }
 
@@ -306,12 +310,17 @@ pub fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
 
 /// [`poll`], failing the test (naming `what`) if `f` gives nothing within
 /// `limit`.
+#[track_caller]
 pub fn eventually<T>(what: &str, limit: Duration, f: impl FnMut() -> Option<T>) -> T {
-    poll(limit, f).unwrap_or_else(|| panic!("{what}: not within {limit:?}"))
+    match poll(limit, f) {
+        Some(t) => t,
+        None => panic!("{what}: not within {limit:?}"),
+    }
 }
 
 /// Waits until `f` is true, failing the test (naming `what`) if it is not
 /// within `limit`.
+#[track_caller]
 pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     eventually(what, limit, || f().then_some(()));
 }
