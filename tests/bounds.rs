@@ -139,7 +139,7 @@ fn past_the_output_budget_clients_with_answers_waiting_are_not_read() {
             let now = stats["pending_out"];
             let same = last == Some(now);
             last = Some(now);
-            std::thread::sleep(Duration::from_millis(300));
+            std::thread::sleep(Duration::from_millis(200));
             (stats["paused"] >= n as u64 && same).then_some(now)
         });
     }
