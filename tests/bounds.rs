@@ -8,11 +8,10 @@
 mod common;
 
 use common::netns::{self, Hosts};
-use common::{Client, LONG_ANSWERS, Server, WAIT};
-use rustix::process::Signal;
+use common::{Client, LONG_ANSWERS, Proc, Server, WAIT, eventually};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -32,18 +31,6 @@ fn never_reader(addr: SocketAddr, lines: usize) -> (TcpStream, JoinHandle<()>) {
         }
     });
     (stream, t)
-}
-
-/// Polls `f` every 100 ms until it returns `Some`, for at most `limit`.
-fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(t) = f() {
-            return t;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// `ss -tmoi` for the server's end of its established connections: one
@@ -109,7 +96,9 @@ fn a_client_that_never_reads_pins_at_most_256_kib_kernel_included() {
     // 512 Ki lines: the server answers until its buffers and the client's
     // fill, then stops reading. Wait for that to settle.
     let mut last = None;
-    let settled = eventually(WAIT, "the connection settles", || {
+    let settled = eventually("the connection settles", WAIT, || {
+        // Samples 100 ms apart: settled when two agree.
+        std::thread::sleep(Duration::from_millis(100));
         let s = server_sockets(server.addr.port()).pop()?;
         let now = (
             skmem(&s, "r"),
@@ -145,7 +134,7 @@ fn past_the_output_budget_clients_with_answers_waiting_are_not_read() {
     for n in 1..=clients {
         pushers.push(never_reader(server.addr, 100_000));
         // Stopped (paused by its own backlog or the budget), and settled.
-        pending = eventually(Duration::from_secs(20), "pending output settles", || {
+        pending = eventually("pending output settles", Duration::from_secs(20), || {
             let stats = server.stats();
             let now = stats["pending_out"];
             let same = last == Some(now);
@@ -203,7 +192,7 @@ fn a_client_whose_answers_stay_backed_up_is_closed_after_the_output_timeout() {
 fn a_drip_without_newlines_does_not_hold_a_slot_past_the_idle_timeout() {
     let server = Server::start(&["--idle-timeout", "1"]);
     let mut c = server.connect();
-    let mut w = c.stream.try_clone().expect("clone");
+    let mut w = c.writer();
     let drip = std::thread::spawn(move || {
         // One byte every 300 ms, never a newline, for at most 6 s.
         for _ in 0..20 {
@@ -214,11 +203,9 @@ fn a_drip_without_newlines_does_not_hold_a_slot_past_the_idle_timeout() {
         }
     });
     let started = Instant::now();
-    c.stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
+    c.set_read_timeout(Duration::from_secs(5));
     let mut buf = [0u8; 64];
-    let closed = matches!(c.stream.read(&mut buf), Ok(0));
+    let closed = matches!(c.read(&mut buf), Ok(0));
     assert!(closed, "a drip kept its slot for {:?}", started.elapsed());
     assert!(started.elapsed() < Duration::from_secs(4));
     drip.join().expect("drip");
@@ -256,7 +243,6 @@ fn a_paused_client_taking_its_answers_is_not_idle() {
     let started = Instant::now();
     while got < lines {
         let n = c
-            .stream
             .read(&mut buf)
             .unwrap_or_else(|e| panic!("{e} after {got} answers; log:\n{}", server.log.text()));
         assert!(n > 0, "closed while taking its answers, after {got}");
@@ -284,7 +270,6 @@ fn a_paused_client_that_reads_its_answers_loses_nothing() {
     let mut buf = vec![0; 2048];
     loop {
         let n = c
-            .stream
             .read(&mut buf)
             .unwrap_or_else(|e| panic!("{e} after {got} answers; log:\n{}", server.log.text()));
         if n == 0 {
@@ -325,12 +310,10 @@ fn one_address_cannot_take_every_slot() {
     leaving.send(b"STOP\n");
     leaving.expect_eof();
     drop(leaving);
-    eventually(WAIT, "the address's slot comes back", || {
+    eventually("the address's slot comes back", WAIT, || {
         let mut c = server.connect();
         c.send(b"again\n");
-        let mut line = String::new();
-        BufReader::new(&c.stream).read_line(&mut line).ok()?;
-        line.trim().parse::<i64>().ok()
+        c.try_line()?.parse::<i64>().ok()
     });
     // The 65th, and any retry above that came before the slot was back.
     assert!(server.stats()["rejected_per_ip"] >= 1);
@@ -345,13 +328,7 @@ fn behind_a_proxy_the_limit_counts_the_client_the_header_names() {
         c.send(b"hello\n");
         c
     };
-    let answered = |c: &mut Client| {
-        let mut line = String::new();
-        BufReader::new(&c.stream)
-            .read_line(&mut line)
-            .expect("read");
-        line.trim().parse::<i64>().is_ok()
-    };
+    let answered = |c: &mut Client| c.try_line().is_some_and(|l| l.parse::<i64>().is_ok());
     let v4 = "PROXY TCP4 192.0.2.1 192.0.2.9 4000 80\r\n";
     let mut held = vec![with(v4), with(v4)];
     for c in &mut held {
@@ -389,23 +366,16 @@ fn behind_a_proxy_the_limit_counts_the_client_the_header_names() {
     }
 }
 
-/// `nc` in the client host: connects, sends `hello`, returns the child and
-/// the answer line.
-fn nc_client(hosts: &Hosts, port: u16) -> (Child, String) {
-    let mut nc = hosts
-        .command(&hosts.client, "nc")
-        .args([hosts.server_ip.as_str(), &port.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nc");
-    nc.stdin
-        .as_mut()
-        .expect("stdin")
-        .write_all(b"hello\n")
-        .expect("send");
-    let stdout = nc.stdout.take().expect("stdout");
+/// `nc` in the client host: connects, sends `hello`, returns the process
+/// (killed when dropped) and the answer line.
+fn nc_client(hosts: &Hosts, port: u16) -> (Proc, String) {
+    let mut nc = Proc::spawn_piped(
+        hosts
+            .command(&hosts.client, "nc")
+            .args([hosts.server_ip.as_str(), &port.to_string()]),
+    );
+    nc.stdin().write_all(b"hello\n").expect("send");
+    let stdout = nc.take_stdout();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();
@@ -433,12 +403,11 @@ fn a_dead_idle_peer_gives_its_slot_back() {
     let hosts = Hosts::new(1);
     let server = server_in(&hosts, &["--tcp-keepalive", "2"]);
     let port = server.addr.port();
-    let (mut first, answer) = nc_client(&hosts, port);
+    let (first, answer) = nc_client(&hosts, port);
     assert!(answer.trim().parse::<i64>().is_ok(), "got {answer:?}");
     // The client's host drops off the network: no FIN, no RST, ever.
     hosts.client_link(false);
-    let _ = first.kill();
-    let _ = first.wait();
+    drop(first); // killed
     let started = Instant::now();
     server.log.wait_for_nth("closed", 1);
     let took = started.elapsed();
@@ -448,9 +417,8 @@ fn a_dead_idle_peer_gives_its_slot_back() {
     assert_eq!(server.stats()["failed"], 1, "{}", server.log.text());
     // The one slot is free again.
     hosts.client_link(true);
-    let (mut second, answer) = nc_client(&hosts, port);
-    let _ = second.kill();
-    let _ = second.wait();
+    let (second, answer) = nc_client(&hosts, port);
+    drop(second);
     assert!(
         answer.trim().parse::<i64>().is_ok(),
         "the slot did not come back: {answer:?}"
@@ -470,17 +438,12 @@ fn a_peer_that_stops_acknowledging_answers_is_dropped() {
     // Lines arrive while the server is stopped; the link goes down before
     // it answers them: its answers wait unacknowledged, where keepalive
     // does not probe. TCP_USER_TIMEOUT must drop the peer.
-    server.signal(Signal::STOP);
-    nc.stdin
-        .as_mut()
-        .expect("stdin")
-        .write_all(b"1\n2\n3\n")
-        .expect("send");
+    server.pause();
+    nc.stdin().write_all(b"1\n2\n3\n").expect("send");
     std::thread::sleep(Duration::from_millis(200));
     hosts.client_link(false);
-    let _ = nc.kill();
-    let _ = nc.wait();
-    server.signal(Signal::CONT);
+    drop(nc); // killed
+    server.resume();
     let started = Instant::now();
     server.log.wait_for_nth("closed", 1);
     let took = started.elapsed();

@@ -5,79 +5,18 @@
 
 mod common;
 
-use common::{Client, Log, Server, WAIT};
-use rustix::process::{Pid, Signal, kill_process};
+use common::{Client, Proc, Server, WAIT, have, listening_addr};
+use rustix::process::Signal;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// A program the test needs. In CI its absence fails the test (`.ci/run`
-/// installs it); elsewhere the test is skipped with a note.
-fn have(program: &str, package: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{program} is missing (apt-get install -y {package}; .ci/run does it)"
-        );
-        eprintln!("skipped: {program} is not installed (apt-get install -y {package})");
-    }
-    found
-}
 
 /// A loopback port that was free a moment ago (for programs that cannot
 /// be told to pick one and report it).
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     l.local_addr().expect("local addr").port()
-}
-
-/// A child process whose stderr is collected; killed when dropped.
-struct Proc {
-    child: Child,
-    log: Log,
-}
-
-impl Proc {
-    fn spawn(cmd: &mut Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start program");
-        let log = Log::collect(child.stderr.take().expect("stderr"));
-        Proc { child, log }
-    }
-
-    fn signal(&self, signal: Signal) {
-        let pid = Pid::from_raw(self.child.id() as i32).expect("pid");
-        kill_process(pid, signal).expect("kill");
-    }
-
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        common::wait_exit(&mut self.child, &self.log)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The address in a `listening on ADDR` line.
-fn listening_addr(line: &str) -> SocketAddr {
-    line.rsplit("listening on ")
-        .next()
-        .and_then(|a| a.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
 }
 
 #[test]
@@ -286,7 +225,7 @@ fn haproxy_config(port: u16, backends: &[SocketAddr]) -> String {
 /// Connects through the balancer, asks one line; returns our own address.
 fn ask_through(front: SocketAddr) -> SocketAddr {
     let mut c = Client::connect(front);
-    let me = c.stream.local_addr().expect("local addr");
+    let me = c.local_addr();
     assert!((1..=99).contains(&c.ask("through haproxy")));
     me
 }
@@ -307,14 +246,8 @@ fn haproxy_in_front_of_two_servers() {
     let front: SocketAddr = ([127, 0, 0, 1], port).into();
 
     // Wait until haproxy accepts (it binds after reading its config).
-    let deadline = Instant::now() + WAIT;
-    while TcpStream::connect(front).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "haproxy did not start:\n{}",
-            haproxy.log.text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    if common::poll(WAIT, || TcpStream::connect(front).ok()).is_none() {
+        panic!("haproxy did not start:\n{}", haproxy.log.text());
     }
     // Both backends are UP (their health checks passed) once each has
     // served through the balancer: round robin alternates.
@@ -323,11 +256,9 @@ fn haproxy_in_front_of_two_servers() {
         // Each client's real address is logged by exactly one backend (the
         // log is read on other threads: wait for it, then count).
         let needle = format!("serving {me} (proxied by");
-        let deadline = Instant::now() + WAIT;
-        while r1.log.count(&needle) + r2.log.count(&needle) == 0 {
-            assert!(Instant::now() < deadline, "{me} never logged as served");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        common::wait_until(&format!("{me} logged as served"), WAIT, || {
+            r1.log.count(&needle) + r2.log.count(&needle) > 0
+        });
         assert_eq!(r1.log.count(&needle) + r2.log.count(&needle), 1, "{me}");
     }
     let (n1, n2) = (r1.log.count("proxied by"), r2.log.count("proxied by"));

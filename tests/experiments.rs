@@ -11,7 +11,7 @@ use rustix::process::{Pid, Signal, kill_process_group};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PAGE: &str = include_str!("../docs/experiments.md");
 /// The slowest lab takes about 6 s; this is for a broken server.
@@ -40,13 +40,8 @@ fn lab(name: &str) -> (String, Vec<&'static str>) {
 /// Runs the setup block and lab `name` with bash, checks its output.
 fn run_lab(name: &str) {
     for tool in ["nc", "strace", "prlimit"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
         assert!(
-            found,
+            common::installed(tool),
             "{tool} is needed to run docs/experiments.md (see .ci/run)"
         );
     }
@@ -81,16 +76,7 @@ fn run_lab(name: &str) {
     let out = std::thread::spawn(move || std::io::read_to_string(&mut stdout).unwrap_or_default());
     let err = std::thread::spawn(move || std::io::read_to_string(&mut stderr).unwrap_or_default());
 
-    let deadline = Instant::now() + LAB_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("lab status") {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::poll(LAB_LIMIT, || child.try_wait().expect("lab status"));
     // Whatever the lab left behind (a server, a client) goes now.
     let _ = kill_process_group(group, Signal::KILL);
     let _ = child.wait();

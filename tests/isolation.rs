@@ -13,10 +13,8 @@
 mod common;
 
 use common::{Client, Server, WAIT, numbers};
-use rustix::process::Signal;
 use std::net::TcpStream;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 /// A server that traces every event: the tests wait for the trace to know
 /// the server has seen what they did before they stop it.
@@ -35,7 +33,7 @@ fn start_traced(args: &[&str]) -> Server {
 /// would put it first in the batch.
 fn connect_settled(server: &Server) -> (Client, usize) {
     let client = server.connect();
-    let me = client.stream.local_addr().expect("local address");
+    let me = client.local_addr();
     let accepted = server.log.wait_for(&format!("accepted {me} as token "));
     let token = accepted
         .split("as token ")
@@ -47,35 +45,6 @@ fn connect_settled(server: &Server) -> (Client, usize) {
     (client, token)
 }
 
-/// Sends SIGSTOP and waits (bounded) until the kernel reports the server
-/// stopped: only then is everything sent next sure to be in one batch.
-fn pause(server: &Server) {
-    server.signal(Signal::STOP);
-    let stat = format!("/proc/{}/stat", server.child.id());
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let text = std::fs::read_to_string(&stat).expect("read /proc stat");
-        // The state follows the command name's closing parenthesis.
-        let state = text
-            .rsplit(')')
-            .next()
-            .and_then(|s| s.trim().chars().next());
-        if state == Some('T') {
-            return;
-        }
-        assert!(Instant::now() < deadline, "server did not stop: {text}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Closes the client's socket with a reset (SO_LINGER 0) instead of a FIN.
-fn reset(client: Client) {
-    socket2::SockRef::from(&client.stream)
-        .set_linger(Some(Duration::ZERO))
-        .expect("SO_LINGER 0");
-    drop(client); // both of its handles: the socket closes now
-}
-
 /// The exact reproduction from the bug report: B sent two lines and got
 /// five answers, A's three first.
 #[test]
@@ -84,11 +53,11 @@ fn a_reset_clients_answers_never_reach_the_next_client() {
     for round in 0..5 {
         let (mut b, _) = connect_settled(&server);
         let (mut a, _) = connect_settled(&server);
-        pause(&server);
+        server.pause();
         a.send(b"1\n2\n3\n");
-        reset(a);
+        a.reset();
         b.send(b"x\n");
-        server.signal(Signal::CONT);
+        server.resume();
         b.send(b"y\nSTOP\n");
         let got = numbers(&b.rest_until_eof());
         assert_eq!(
@@ -113,12 +82,12 @@ fn a_reset_clients_answers_never_reach_a_client_still_sending_its_header() {
         b.send(&header[..10]);
         server.log.wait_for_nth(&read, seen + 1);
         let (mut a, _) = connect_settled(&server);
-        pause(&server);
+        server.pause();
         a.send(header);
         a.send(b"1\n2\n3\n");
-        reset(a);
+        a.reset();
         b.send(&header[10..20]); // still no complete header
-        server.signal(Signal::CONT);
+        server.resume();
         b.send(&header[20..]);
         b.send(b"STOP\n");
         let got = b.rest_until_eof();
@@ -139,9 +108,9 @@ fn a_reset_clients_answers_never_reach_a_rejected_client() {
         let server = start_traced(&["--max-connections", "2"]);
         let (mut c, _) = connect_settled(&server); // holds one of the two places
         let (mut a, _) = connect_settled(&server);
-        pause(&server);
+        server.pause();
         a.send(b"1\n2\n3\n");
-        reset(a);
+        a.reset();
         // Both wait in the backlog. After A's events, B takes A's place and
         // D is one too many: rejected in the same batch.
         let connect = || {
@@ -149,7 +118,7 @@ fn a_reset_clients_answers_never_reach_a_rejected_client() {
         };
         let mut b = connect();
         let mut d = connect();
-        server.signal(Signal::CONT);
+        server.resume();
         let rejected = String::from_utf8_lossy(&d.rest_until_eof()).into_owned();
         assert_eq!(
             rejected,

@@ -278,16 +278,7 @@ fn the_man_page_has_its_sections_and_the_version() {
 
 #[test]
 fn groff_renders_the_man_page_without_warnings() {
-    let found = Command::new("groff")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "groff is missing (apt-get install -y groff; .ci/run does it)"
-        );
-        eprintln!("skipped: groff is not installed (apt-get install -y groff)");
+    if !common::have("groff", "groff") {
         return;
     }
     // The default device (PostScript, as `groff -ww -z` alone uses) and

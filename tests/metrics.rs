@@ -7,7 +7,7 @@ use common::{Server, WAIT, parse_stats};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A server with `--metrics 127.0.0.1:0`, and the metrics address it logs.
@@ -98,36 +98,17 @@ fn the_counters_equal_the_stats_line_for_a_known_workload() {
 
 #[test]
 fn promtool_accepts_the_exposition() {
-    if Command::new("promtool").arg("--version").output().is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is needed (apt-get install prometheus); .ci/run installs it"
-        );
-        eprintln!("skipped: no promtool");
+    if !common::have("promtool", "prometheus") {
         return;
     }
     let (server, metrics) = start(&[]);
     server.connect().ask("hello");
     let (_, body) = curl(metrics, "/metrics");
-    let mut check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    check
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(body.as_bytes())
-        .expect("feed promtool");
-    let deadline = Instant::now() + WAIT;
-    while check.try_wait().expect("wait").is_none() {
-        assert!(Instant::now() < deadline, "promtool did not finish");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = check.wait_with_output().expect("output");
+    let out = common::run_cmd_with_input(
+        Command::new("promtool").args(["check", "metrics"]),
+        body.as_bytes(),
+        WAIT,
+    );
     assert!(
         out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
         "promtool: {}{}",
@@ -202,13 +183,7 @@ fn scrapes_never_count_against_line_clients_and_are_capped() {
     assert_eq!(second.rest_until_eof(), b"ERR server busy\n");
     drop(held);
     // Once they are gone, a scrape is answered again.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (code, _) = curl(metrics, "/metrics");
-        if code == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no scrape answered: {code}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_until("a scrape is answered again", WAIT, || {
+        curl(metrics, "/metrics").0 == 200
+    });
 }

@@ -145,30 +145,20 @@ fn a_client_that_stops_reading_is_paused_and_resumed() {
     let lines = 400_000;
     let writer = c.send_lines_in_background(lines, false);
     // Not reading: wait until the server reports a pause.
-    let deadline = Instant::now() + common::WAIT;
-    loop {
-        let n = server.log.count("stats: ");
-        server.signal(Signal::USR1);
-        let stats = parse_stats(&server.log.wait_for_nth("stats: ", n + 1));
-        if stats["paused"] >= 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never paused: {stats:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_until("the server pauses the client", common::WAIT, || {
+        server.stats()["paused"] >= 1
+    });
     // Now read everything: every answer arrives, and reading resumed.
     let mut got = 0;
     let mut buf = vec![0; 64 * 1024];
     while got < lines {
-        let n = c.stream.read(&mut buf).expect("read answers");
+        let n = c.read(&mut buf).expect("read answers");
         assert!(n > 0, "EOF after {got} answers");
         got += buf[..n].iter().filter(|&&b| b == b'\n').count();
     }
     writer.join().expect("writer");
     assert_eq!(got, lines);
-    let n = server.log.count("stats: ");
-    server.signal(Signal::USR1);
-    let stats = parse_stats(&server.log.wait_for_nth("stats: ", n + 1));
+    let stats = server.stats();
     assert_eq!(stats["lines"], lines as u64, "{stats:?}");
     assert!(
         stats["paused"] >= 1 && stats["wouldblock"] >= 1,

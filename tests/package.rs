@@ -16,7 +16,7 @@ use common::{Server, WAIT};
 use rustix::process::Signal;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -87,15 +87,8 @@ fn ready() -> bool {
         ("systemctl", "systemd"),
         ("nc", "netcat-openbsd"),
     ] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {program}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            return cannot(&format!(
-                "{program} is missing (apt-get install -y {package}; .ci/run does it)"
-            ));
+        if !common::have(program, package) {
+            return false;
         }
     }
     true

@@ -4,7 +4,7 @@ mod common;
 
 use common::{Server, numbers};
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 #[test]
@@ -44,7 +44,7 @@ fn stop_with_trailing_bytes_is_not_reset() {
     burst.extend(std::iter::repeat_n(b'x', 200_000));
     burst.extend_from_slice(b"\nfour\n");
     // Write from a second handle so the read below runs concurrently.
-    let mut writer = c.stream.try_clone().expect("clone");
+    let mut writer = c.writer();
     let t = std::thread::spawn(move || {
         let _ = writer.write_all(&burst);
     });
@@ -67,7 +67,7 @@ fn pipelined_lines_are_all_answered_in_order() {
     let server = Server::start(&["--seed", "11", "--min", "0", "--max", "1000000"]);
     let mut c = server.connect();
     let burst: String = (0..lines).map(|i| format!("line {i}\n")).collect();
-    let mut writer = c.stream.try_clone().expect("clone");
+    let mut writer = c.writer();
     let t = std::thread::spawn(move || writer.write_all(burst.as_bytes()).expect("write"));
     let got: Vec<i64> = (0..lines).map(|_| c.number()).collect();
     t.join().expect("writer");
@@ -155,8 +155,11 @@ fn bounds_are_inclusive_and_any_i64_works() {
 
 #[test]
 fn numbers_are_roughly_uniform() {
-    // 9,000 draws over 1..=3: each value expected 3,000 times; a fair
-    // generator lands within ±300 (over 7 standard deviations).
+    // 9,000 draws over 1..=3: each value's count is binomial, expected
+    // 3,000 times with a standard deviation of sqrt(9000 · 1/3 · 2/3) =
+    // sqrt(2000) ≈ 44.7. A fair generator lands within ±300: about 6.7
+    // standard deviations (exact binomial tails: a fair generator fails
+    // this less than once in 10^10 runs).
     let server = Server::start(&["--min", "1", "--max", "3"]);
     let mut c = server.connect();
     c.send("x\n".repeat(9000).as_bytes());
@@ -220,28 +223,15 @@ fn nc_session_like_the_readme() {
     // The README's transcript: lines piped into netcat-openbsd, which
     // half-closes (-N) at the end of its input.
     let server = Server::start(&[]);
-    let nc = Command::new("nc")
-        .args([
-            "-N",
-            "-w",
-            "10",
-            "127.0.0.1",
-            &server.addr.port().to_string(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut nc = match nc {
-        Ok(child) => child,
-        Err(e) => panic!("nc (netcat-openbsd) is needed for this test: {e}"),
-    };
-    nc.stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"hello\nworld\nSTOP\nnever answered\n")
-        .expect("write to nc");
-    let out = nc.wait_with_output().expect("nc output");
+    assert!(
+        common::installed("nc"),
+        "nc (netcat-openbsd) is needed for this test"
+    );
+    let out = common::run_cmd_with_input(
+        Command::new("nc").args(["-N", "127.0.0.1", &server.addr.port().to_string()]),
+        b"hello\nworld\nSTOP\nnever answered\n",
+        common::WAIT,
+    );
     assert!(
         out.status.success(),
         "nc failed: {}",
@@ -302,12 +292,7 @@ fn every_listen_address_is_served() {
     ]);
     let server = Server::spawn(cmd);
     for n in 1..=3 {
-        let line = server.log.wait_for_nth("listening on ", n);
-        let addr: std::net::SocketAddr = line
-            .rsplit("listening on ")
-            .next()
-            .and_then(|a| a.trim().parse().ok())
-            .expect("address");
+        let addr = common::listening_addr(&server.log.wait_for_nth("listening on ", n));
         assert!(
             (1..=99).contains(&common::Client::connect(addr).ask("hi")),
             "{addr}"

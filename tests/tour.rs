@@ -5,11 +5,10 @@
 
 mod common;
 
-use common::{Server, WAIT};
+use common::{Proc, Server, WAIT};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
 const TOUR: &str = include_str!("../docs/tour.md");
 
@@ -110,25 +109,25 @@ fn traced(args: &[&str]) -> Server {
     Server::spawn(cmd)
 }
 
-/// netcat-openbsd, with its input held open until we drop it, and its
-/// output read line by line with a timeout.
+/// netcat-openbsd, with its input held open until we close it, and its
+/// output read line by line with a timeout; killed when dropped.
 struct Nc {
-    child: Child,
-    stdin: Option<ChildStdin>,
+    proc: Proc,
     lines: mpsc::Receiver<String>,
 }
 
 impl Nc {
     fn start(server: &Server, flags: &[&str]) -> Nc {
-        let mut child = Command::new("nc")
-            .args(flags)
-            .args(["127.0.0.1", &server.addr.port().to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("nc (netcat-openbsd) is needed for this test: {e}"));
-        let stdout = child.stdout.take().expect("nc stdout");
+        assert!(
+            common::installed("nc"),
+            "nc (netcat-openbsd) is needed for this test"
+        );
+        let mut proc = Proc::spawn_piped(
+            Command::new("nc")
+                .args(flags)
+                .args(["127.0.0.1", &server.addr.port().to_string()]),
+        );
+        let stdout = proc.take_stdout();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -137,15 +136,11 @@ impl Nc {
                 }
             }
         });
-        Nc {
-            stdin: child.stdin.take(),
-            child,
-            lines,
-        }
+        Nc { proc, lines }
     }
 
     fn type_in(&mut self, text: &str) {
-        let stdin = self.stdin.as_mut().expect("nc input still open");
+        let stdin = self.proc.stdin();
         stdin.write_all(text.as_bytes()).expect("write to nc");
         stdin.flush().expect("flush nc input");
     }
@@ -162,19 +157,8 @@ impl Nc {
 
     /// Ends nc's input (with -N, nc then sends its FIN) and waits for it.
     fn end_input_and_wait(mut self) {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + WAIT;
-        while self.child.try_wait().expect("nc status").is_none() {
-            assert!(Instant::now() < deadline, "nc did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Nc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.close_stdin();
+        self.proc.wait_exit();
     }
 }
 
@@ -230,7 +214,7 @@ fn a_client_that_stops_reading_pauses_and_resumes() {
     let mut got = 0;
     let mut buf = vec![0; 1 << 16];
     loop {
-        let n = c.stream.read(&mut buf).expect("read answers");
+        let n = c.read(&mut buf).expect("read answers");
         if n == 0 {
             break;
         }

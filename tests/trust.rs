@@ -37,10 +37,10 @@ fn only_the_named_proxies_may_connect() {
     for _ in 0..3 {
         let mut other = connect_from(&server, [127, 0, 0, 1]);
         // Sending may already fail: it may be closed before it speaks.
-        let _ = other.stream.write_all(HEADER);
-        let _ = other.stream.write_all(b"hello\n");
+        let _ = other.write_all(HEADER);
+        let _ = other.write_all(b"hello\n");
         let mut got = Vec::new();
-        let _ = other.stream.read_to_end(&mut got); // EOF or a reset
+        let _ = other.read_to_end(&mut got); // EOF or a reset
         assert!(got.is_empty(), "an untrusted peer got {got:?}");
     }
     assert_eq!(server.stats()["rejected_untrusted"], 3);

@@ -8,9 +8,10 @@
 
 pub mod netns;
 
+use rustix::process::Signal;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -117,12 +118,136 @@ impl Log {
     }
 }
 
-/// A running server, killed when dropped.
+/// A program started by a test: stdin and stdout go nowhere unless asked
+/// for ([`Proc::spawn_piped`]), stderr is collected into [`Proc::log`].
+/// Killed and reaped when dropped, so a failing test leaves nothing behind.
+pub struct Proc {
+    child: Child,
+    pub log: Log,
+}
+
+impl Proc {
+    /// Starts `cmd` with stdin and stdout on /dev/null.
+    pub fn spawn(cmd: &mut Command) -> Proc {
+        Proc::start(cmd, Stdio::null(), Stdio::null())
+    }
+
+    /// Starts `cmd` with stdin and stdout piped: write with
+    /// [`Proc::stdin`], read what [`Proc::take_stdout`] gives.
+    pub fn spawn_piped(cmd: &mut Command) -> Proc {
+        Proc::start(cmd, Stdio::piped(), Stdio::piped())
+    }
+
+    fn start(cmd: &mut Command, stdin: Stdio, stdout: Stdio) -> Proc {
+        let mut child = cmd
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let log = Log::collect(child.stderr.take().expect("stderr"));
+        Proc { child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its input (it must have been started with [`Proc::spawn_piped`]).
+    pub fn stdin(&mut self) -> &mut ChildStdin {
+        self.child
+            .stdin
+            .as_mut()
+            .expect("stdin piped and still open")
+    }
+
+    /// Closes its input: it reads EOF.
+    pub fn close_stdin(&mut self) {
+        drop(self.child.stdin.take());
+    }
+
+    /// Its output, to be read by the test (started with
+    /// [`Proc::spawn_piped`]).
+    pub fn take_stdout(&mut self) -> ChildStdout {
+        self.child.stdout.take().expect("stdout piped, taken once")
+    }
+
+    /// Sends `signal` (e.g. `Signal::TERM`).
+    pub fn signal(&self, signal: Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("pid");
+        rustix::process::kill_process(pid, signal).expect("kill");
+    }
+
+    /// SIGSTOP, then waits (bounded) until the kernel reports it stopped
+    /// (state `T` in /proc/PID/stat): only then is everything sent next
+    /// sure to be queued before it looks. [`Proc::resume`] undoes it.
+    #[track_caller]
+    pub fn pause(&self) {
+        self.signal(Signal::STOP);
+        wait_until("the process stops (state T)", WAIT, || self.state() == 'T');
+    }
+
+    /// SIGCONT.
+    pub fn resume(&self) {
+        self.signal(Signal::CONT);
+    }
+
+    /// Its state letter in /proc/PID/stat (`R`, `S`, `T`...).
+    pub fn state(&self) -> char {
+        proc_stat(self.pid())[0]
+            .chars()
+            .next()
+            .expect("a state letter")
+    }
+
+    /// CPU time (user + system) it has used, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let fields = proc_stat(self.pid());
+        let ticks = |i: usize| fields[i].parse::<u64>().expect("a tick count");
+        ticks(11) + ticks(12)
+    }
+
+    /// Its resident memory, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_number(self.pid(), "VmRSS:")
+    }
+
+    /// Waits (at most [`WAIT`]) for it to exit; its log is shown if not.
+    #[track_caller]
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let child = &mut self.child;
+        match poll(WAIT, || child.try_wait().expect("try_wait")) {
+            Some(status) => status,
+            None => panic!("did not exit within {WAIT:?}; log:\n{}", self.log.text()),
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running server (a [`Proc`] that listens), killed when dropped.
 pub struct Server {
-    pub child: Child,
+    proc: Proc,
     /// The first TCP address it listens on.
     pub addr: SocketAddr,
-    pub log: Log,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Proc;
+    fn deref(&self) -> &Proc {
+        &self.proc
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Proc {
+        &mut self.proc
+    }
 }
 
 impl Server {
@@ -134,24 +259,15 @@ impl Server {
     }
 
     /// Starts `cmd` (which must make randline listen on TCP) and waits for
-    /// its first `listening on` line.
+    /// its first `listening on` line. `RUST_LOG` is `debug` unless set.
     pub fn spawn(mut cmd: Command) -> Server {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
         let log_level_set = cmd.get_envs().any(|(k, _)| k == "RUST_LOG");
         if !log_level_set && std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "debug");
         }
-        let mut child = cmd.spawn().expect("start randline");
-        let log = Log::collect(child.stderr.take().expect("stderr"));
-        let line = log.wait_for("listening on ");
-        let addr = line
-            .rsplit("listening on ")
-            .next()
-            .and_then(|a| a.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        Server { child, addr, log }
+        let proc = Proc::spawn(&mut cmd);
+        let addr = listening_addr(&proc.log.wait_for("listening on "));
+        Server { proc, addr }
     }
 
     /// A new client connection.
@@ -159,36 +275,79 @@ impl Server {
         Client::connect(self.addr)
     }
 
-    /// Sends `signal` (e.g. `Signal::TERM`) to the server.
-    pub fn signal(&self, signal: rustix::process::Signal) {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
-        rustix::process::kill_process(pid, signal).expect("kill");
-    }
-
-    /// Waits for the server to exit.
-    pub fn wait_exit(&mut self) -> ExitStatus {
-        wait_exit(&mut self.child, &self.log)
-    }
-
     /// Asks for the counters (SIGUSR1) and returns the `stats:` line's
     /// pairs.
     pub fn stats(&self) -> std::collections::BTreeMap<String, u64> {
         let n = self.log.count("stats: ");
-        self.signal(rustix::process::Signal::USR1);
+        self.signal(Signal::USR1);
         parse_stats(&self.log.wait_for_nth("stats: ", n + 1))
-    }
-
-    /// The server's resident memory, from /proc.
-    pub fn rss_kib(&self) -> u64 {
-        proc_status_number(self.child.id(), "VmRSS:")
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// The address in a `listening on ADDR` log line.
+pub fn listening_addr(line: &str) -> SocketAddr {
+    line.rsplit("listening on ")
+        .next()
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
+/// Calls `f` every 10 ms until it returns `Some`, for at most `limit`;
+/// `None` if it never did. (For a caller with more to do on a timeout than
+/// fail; otherwise see [`eventually`] and [`wait_until`].)
+pub fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(t) = f() {
+            return Some(t);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// [`poll`], failing the test (naming `what`) if `f` gives nothing within
+/// `limit`.
+#[track_caller]
+pub fn eventually<T>(what: &str, limit: Duration, f: impl FnMut() -> Option<T>) -> T {
+    match poll(limit, f) {
+        Some(t) => t,
+        None => panic!("{what}: not within {limit:?}"),
+    }
+}
+
+/// Waits until `f` is true, failing the test (naming `what`) if it is not
+/// within `limit`.
+#[track_caller]
+pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    eventually(what, limit, || f().then_some(()));
+}
+
+/// True when `program` is an executable file on `PATH`.
+pub fn installed(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| {
+        std::fs::metadata(dir.join(program))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// A program the test needs (from Debian package `package`). In CI its
+/// absence fails the test (`.ci/run` installs it); elsewhere the test is
+/// skipped with a note: false means "return now".
+pub fn have(program: &str, package: &str) -> bool {
+    let found = installed(program);
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{program} is missing (apt-get install -y {package}; .ci/run does it)"
+        );
+        eprintln!("skipped: {program} is not installed (apt-get install -y {package})");
+    }
+    found
 }
 
 /// Runs `cmd` (a program with little output) to completion, within
@@ -204,7 +363,9 @@ pub fn run_cmd_within(mut cmd: Command, limit: Duration) -> std::process::Output
 }
 
 /// [`run_cmd_within`] with `input` fed to the program's stdin (on a
-/// thread, closed after it: the program sees the end of its input).
+/// thread, closed after it: the program sees the end of its input). The
+/// one way the tests run a program to completion: its output is drained
+/// while it runs, and every wait is bounded.
 pub fn run_cmd_with_input(
     cmd: &mut Command,
     input: &[u8],
@@ -221,44 +382,45 @@ pub fn run_cmd_with_input(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let feeder = child.stdin.take().map(|mut pipe| {
+    if let Some(mut pipe) = child.stdin.take() {
+        // Not joined: a program that exits without reading all of it
+        // ends the write (EPIPE); nothing waits on that.
         let input = input.to_vec();
         std::thread::spawn(move || {
             let _ = pipe.write_all(&input);
-        })
-    });
+        });
+    }
     // Drained on threads while it runs: a long output must not fill a
     // pipe and stop the program before it can exit.
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut bytes = Vec::new();
             if let Some(mut p) = pipe {
                 let _ = p.read_to_end(&mut bytes);
             }
-            bytes
-        })
+            let _ = tx.send(bytes);
+        });
+        rx
     };
     let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
     let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    let Some(status) = poll(limit, || child.try_wait().expect("try_wait")) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{cmd:?} did not exit within {limit:?}");
     };
-    if let Some(feeder) = feeder {
-        feeder.join().expect("stdin writer");
-    }
+    // The pipes end when the program does, unless something it started
+    // still holds them: bounded too.
+    let collect = |rx: std::sync::mpsc::Receiver<Vec<u8>>, name: &str| {
+        rx.recv_timeout(WAIT).unwrap_or_else(|_| {
+            panic!("{cmd:?} exited, but its {name} stayed open (a process it started?)")
+        })
+    };
     std::process::Output {
         status,
-        stdout: stdout.join().expect("stdout"),
-        stderr: stderr.join().expect("stderr"),
+        stdout: collect(stdout, "stdout"),
+        stderr: collect(stderr, "stderr"),
     }
 }
 
@@ -271,20 +433,17 @@ pub const LONG_ANSWERS: [&str; 4] = [
     "2000000000000000000",
 ];
 
-/// Waits (at most [`WAIT`]) for `child` to exit; its `log` is shown if not.
-pub fn wait_exit(child: &mut Child, log: &Log) -> ExitStatus {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "did not exit; log:\n{}",
-            log.text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// The fields of /proc/PID/stat after the command name (which is in
+/// parentheses and may hold spaces): `[0]` is the state, `[11]` utime,
+/// `[12]` stime.
+pub fn proc_stat(pid: u32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
+    stat.rsplit_once(')')
+        .expect("a command name in parentheses")
+        .1
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
 }
 
 /// A numeric field of /proc/PID/status (sizes are in KiB).
@@ -298,9 +457,11 @@ pub fn proc_status_number(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
-/// A client connection with a buffered reader; every read has a timeout.
+/// A client connection; every read has a timeout and goes through one
+/// buffered reader (the socket itself is private: bytes read around the
+/// buffer would be lost to it, or it would hold bytes a raw read missed).
 pub struct Client {
-    pub stream: TcpStream,
+    stream: TcpStream,
     reader: BufReader<TcpStream>,
 }
 
@@ -318,6 +479,27 @@ impl Client {
         Client { stream, reader }
     }
 
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().expect("local address")
+    }
+
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.stream.peer_addr().expect("peer address")
+    }
+
+    /// How long a read may wait ([`WAIT`] unless set).
+    pub fn set_read_timeout(&self, limit: Duration) {
+        self.stream
+            .set_read_timeout(Some(limit))
+            .expect("read timeout");
+    }
+
+    /// A second handle on the socket, for writing (or shutting down) from
+    /// another thread. Reads stay with the client.
+    pub fn writer(&self) -> TcpStream {
+        self.stream.try_clone().expect("clone")
+    }
+
     /// Sends `lines` lines of `x` from another thread (so that the test
     /// can choose when to read), then half-closes if asked.
     pub fn send_lines_in_background(
@@ -325,7 +507,7 @@ impl Client {
         lines: usize,
         half_close: bool,
     ) -> std::thread::JoinHandle<()> {
-        let mut w = self.stream.try_clone().expect("clone");
+        let mut w = self.writer();
         std::thread::spawn(move || {
             let batch = b"x\n".repeat(10_000);
             for _ in 0..lines / 10_000 {
@@ -339,8 +521,37 @@ impl Client {
         })
     }
 
+    /// Writes `x\n` lines, never reading, until the socket takes nothing
+    /// for `stall` (the server stopped reading: backpressure) or `max`
+    /// bytes went out. Returns the bytes written.
+    pub fn fill_until_blocked(&self, stall: Duration, max: usize) -> usize {
+        self.stream
+            .set_write_timeout(Some(stall))
+            .expect("write timeout");
+        let chunk = b"x\n".repeat(32 * 1024);
+        let mut sent = 0;
+        while sent < max {
+            match (&self.stream).write(&chunk[..chunk.len().min(max - sent)]) {
+                Ok(n) => sent += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        self.stream
+            .set_write_timeout(Some(WAIT))
+            .expect("write timeout");
+        sent
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send");
+    }
+
+    /// Sends `bytes` as TCP urgent (out-of-band) data.
+    pub fn send_urgent(&self, bytes: &[u8]) {
+        socket2::SockRef::from(&self.stream)
+            .send_out_of_band(bytes)
+            .expect("send urgent data");
     }
 
     /// The next line, without its `\n`. Fails on EOF or timeout.
@@ -355,6 +566,19 @@ impl Client {
         line
     }
 
+    /// The next line, or `None` at EOF, on a reset or a timeout (for a
+    /// client the server may have turned away).
+    pub fn try_line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(_) if line.ends_with('\n') => {
+                line.pop();
+                Some(line)
+            }
+            _ => None,
+        }
+    }
+
     /// The next line as a number.
     pub fn number(&mut self) -> i64 {
         let line = self.line();
@@ -366,6 +590,17 @@ impl Client {
     pub fn ask(&mut self, line: &str) -> i64 {
         self.send(format!("{line}\n").as_bytes());
         self.number()
+    }
+
+    /// Waits (at most `limit`) until the server has sent something, and
+    /// keeps it buffered for the next read: how many bytes are buffered,
+    /// 0 if the server closed instead; `Err` (`WouldBlock`/`TimedOut`) if
+    /// nothing came.
+    pub fn peek_within(&mut self, limit: Duration) -> std::io::Result<usize> {
+        self.set_read_timeout(limit);
+        let got = self.reader.fill_buf().map(|b| b.len());
+        self.set_read_timeout(WAIT);
+        got
     }
 
     /// Reads until the server closes; fails on a reset or a timeout.
@@ -407,6 +642,40 @@ impl Client {
         self.stream
             .shutdown(Shutdown::Write)
             .expect("shutdown write");
+    }
+
+    /// Closes the connection with a reset (SO_LINGER 0) instead of a FIN.
+    pub fn reset(self) {
+        socket2::SockRef::from(&self.stream)
+            .set_linger(Some(Duration::ZERO))
+            .expect("SO_LINGER 0");
+        drop(self); // both of its handles: the socket closes now
+    }
+}
+
+/// Reads what the client's buffer holds first; with the buffer empty, one
+/// read of at most `buf.len()` bytes from the socket, as a raw read would
+/// (not a refill of 8 KiB): a test that paces its reads, as a slow
+/// reader, takes bytes from the kernel at the pace it chose.
+impl Read for Client {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.reader.buffer().is_empty() {
+            (&self.stream).read(buf)
+        } else {
+            self.reader.read(buf)
+        }
+    }
+}
+
+/// Raw writes, for a test that expects them to fail (the server may
+/// have closed); [`Client::send`] fails the test instead.
+impl Write for Client {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.flush()
     }
 }
 
