@@ -10,7 +10,9 @@ line as the number of clients grows, with a deadline armed for every client
 
     BIN=/tmp/ab VARIANTS="old new" SIZES="1000 5000 19900" ROUNDS=3 scripts/timer-scale
 
-BIN holds randline-VARIANT (release builds). Each run is a fresh server
+BIN holds randline-VARIANT (release builds). IDLE (default 60) is the
+--idle-timeout; IDLE=0 is the control: no client has a deadline, the
+timer heap stays empty. Each run is a fresh server
 under `valgrind --tool=callgrind` (user-space instructions, Ir: the loop,
 the timer heap, libc; not the kernel), pinned to CPU 0, under
 an open-file limit of 20,000 (as `prlimit --nofile=20000:20000`); the clients are WORKERS processes of this
@@ -211,7 +213,8 @@ STATS = re.compile(r"stats: (.*)$")
 
 
 class Server:
-    def __init__(self, binary: Path, out: Path, tag: str, extra: list[str]):
+    def __init__(self, binary: Path, out: Path, tag: str,
+                 args=("--idle-timeout", "60", "--max-connections-per-ip", "0")):
         self.port = bk.free_port()
         self.tag = tag
         self.cg = out / f"cg.{tag}"
@@ -222,8 +225,7 @@ class Server:
         self.cmd = ["taskset", "-c", "0",
                     "valgrind", "--tool=callgrind", f"--callgrind-out-file={self.cg}",
                     "--dump-instr=no", "--compress-strings=no", "--compress-pos=no",
-                    str(binary), "--listen", f"127.0.0.1:{self.port}",
-                    "--idle-timeout", "60", "--max-connections-per-ip", "0", *extra]
+                    str(binary), "--listen", f"127.0.0.1:{self.port}", *args]
         self.proc = bk.spawn(self.cmd, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
                              env={**os.environ, "RUST_LOG": "info"}, preexec_fn=nofile_20000)
         deadline = time.monotonic() + 60
@@ -303,7 +305,8 @@ def delta(a: dict, b: dict) -> dict:
 
 def run_one(binary: Path, out: Path, tag: str, size: int, rounds_a: int, nworkers: int) -> dict:
     rec: dict = {"size": size, "rounds_a": rounds_a}
-    srv = Server(binary, out, tag, [])
+    srv = Server(binary, out, tag, args=("--idle-timeout", os.environ.get("IDLE", "60"),
+                                         "--max-connections-per-ip", "0"))
     workers = None
     try:
         base_sockets = srv.sockets()
@@ -395,8 +398,8 @@ def main() -> None:
                 a, b = net(rec, "A"), net(rec, "B")
                 print(f"{time.strftime('%T')} r{r} {v} {size}: ok={rec['ok']} "
                       f"A {bk.fmt(per(a, 'events') if a else None, 0)} Ir/event "
-                      f"{bk.fmt(per(a, 'lines') if a else None, 0)} Ir/line ({a.get('secs')} s); "
-                      f"B {bk.fmt(per(b, 'events') if b else None, 0)} Ir/event ({b.get('secs')} s)",
+                      f"{bk.fmt(per(a, 'lines') if a else None, 0)} Ir/line ({rec.get('A', {}).get('secs')} s); "
+                      f"B {bk.fmt(per(b, 'events') if b else None, 0)} Ir/event ({rec.get('B', {}).get('secs')} s)",
                       file=sys.stderr)
     table(recs, variants, sizes)
 

@@ -134,10 +134,10 @@ pub struct Shared {
     /// here once a PROXY header names the client; given back here when a
     /// connection closes.
     pub per_ip: PerAddress,
-    /// Answers waiting in every connection's `out`, all together. Kept by
-    /// [`Conn::drive`] alone (what a drive changes) and by [`Conn::refused`]
-    /// (the one line a refusal starts with); a closed connection's `out`
-    /// is emptied before its drive returns.
+    /// Answers waiting in every connection's `out`, all together. Kept in
+    /// this file only: by [`Conn::drive`] (what a drive changes) and by
+    /// [`Conn::refused`] (the one line a refusal starts with); a closed
+    /// connection's `out` is emptied before its drive returns.
     pub pending_out: usize,
     /// `--output-budget`: past it, a client with answers waiting is not
     /// read from until they drain.
