@@ -1,0 +1,307 @@
+//! Step 6 of the readiness lab (docs/steps.md): **out of descriptors,
+//! back off and retry**. This file repeats the previous step on purpose,
+//! whole, so that each step runs on its own: `diff examples/step5_linger.rs
+//! examples/step6_emfile.rs` shows the rule. Run: `cargo run --example
+//! step6_emfile -- PORT`; to see it work, `prlimit --nofile=16 cargo run
+//! ...` and open a dozen `nc` sessions.
+//!
+//! The rule: when accept fails for want of a file descriptor (`EMFILE`, or
+//! the system's: `ENFILE`; or kernel memory), the connection stays queued in
+//! the listen backlog, and the edge that announced it is spent: no new one
+//! comes until yet another client connects. So remember that accepting is
+//! owed, and try again as soon as one of our clients closes, or after
+//! `RETRY` (the descriptor may be freed by someone else). Never spin on it:
+//! a loop that retries at once uses all the CPU and serves no one. Any
+//! other accept error is one connection's (say, reset while queued): skip
+//! it and accept the next.
+//!
+//! Without it (examples/step5_linger.rs): once descriptors run out, the
+//! client that did not fit waits forever, even after others leave and free
+//! their descriptors: connected, as far as it can tell, and never answered.
+//! `cargo test --test steps step6` shows it.
+//!
+//! What the full server adds: see randline's src/ (limits on connections,
+//! line length and idle time, a spare descriptor to turn clients away with
+//! `ERR server busy`, a timer heap, signals and a graceful shutdown).
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use std::collections::{HashMap, VecDeque};
+use std::io::{ErrorKind, Read, Write};
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
+
+const LISTENER: Token = Token(usize::MAX);
+/// Unsent answers past which a client is not read from. `out` stays under
+/// this plus one read's answers (a 4 KiB read of empty lines: 86 KiB).
+const OUT_CAP: usize = 64 * 1024;
+/// Bytes one client may read in one loop turn.
+const READ_BUDGET: usize = 64 * 1024;
+/// How long a closing client's input is read and discarded, at most.
+const LINGER: Duration = Duration::from_secs(2);
+/// Out of descriptors, accept is tried again this often (and whenever one
+/// of our clients closes).
+const RETRY: Duration = Duration::from_secs(1);
+
+/// What a connection needs after `serve`.
+enum Next {
+    /// An event: it drained its socket, or waits for its client.
+    Event,
+    /// A turn: its read budget ran out with bytes perhaps still waiting.
+    Again,
+    /// Its FIN is sent: a turn to discard input, and a deadline to close by.
+    Linger,
+    /// To be closed.
+    Close,
+}
+
+/// One client: its socket, the start of a line not yet complete, and the
+/// answers the kernel has not taken yet.
+struct Conn {
+    stream: TcpStream,
+    line: Vec<u8>,
+    /// Answers; `out[sent..]` is what the kernel has not taken yet.
+    out: Vec<u8>,
+    sent: usize,
+    /// EOF or `STOP` seen: read no more lines, close once `out` is written.
+    done: bool,
+    /// The client's EOF seen: nothing is left unread.
+    eof: bool,
+    /// Our FIN sent after the last answer; input is read and discarded.
+    lingering: bool,
+}
+
+fn main() -> std::io::Result<()> {
+    let port: u16 = std::env::args()
+        .nth(1)
+        .map_or(0, |p| p.parse().expect("PORT"));
+    let mut listener = TcpListener::bind(([127, 0, 0, 1], port).into())?;
+    let mut poll = Poll::new()?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    eprintln!("listening on {}", listener.local_addr()?);
+    // Tokens count up and are never reused: no event meant for a closed
+    // client can reach a new one.
+    let (mut conns, mut next) = (HashMap::new(), 0);
+    let (mut events, mut buf, mut rng) = (Events::with_capacity(128), [0u8; 4096], seed());
+    // Clients whose budget ran out last turn.
+    let mut again: Vec<Token> = Vec::new();
+    // Lingering clients, each with the time it is closed by. Every deadline
+    // is LINGER after it was set, so they come due in the order they were
+    // queued: a FIFO queue is a sorted timer list here.
+    let mut lingering: VecDeque<(Instant, Token)> = VecDeque::new();
+    // Out of descriptors, with connections left queued: when to retry.
+    let mut retry: Option<Instant> = None;
+    loop {
+        // With clients owed a turn, look for events but do not sleep; else
+        // sleep until an event or the next deadline.
+        let timeout = if again.is_empty() {
+            let first = lingering.front().map(|&(by, _)| by);
+            let next_deadline = first.into_iter().chain(retry).min();
+            next_deadline.map(|at| at.saturating_duration_since(Instant::now()))
+        } else {
+            Some(Duration::ZERO)
+        };
+        match poll.poll(&mut events, timeout) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: poll again
+            result => result?,
+        }
+        let now = Instant::now();
+        let mut freed = false; // a descriptor, by a close this turn
+        // Lingering past the deadline: closed, input unread or not (a
+        // client that never sends its FIN has had its answers and its EOF).
+        while let Some(&(by, token)) = lingering.front()
+            && by <= now
+        {
+            lingering.pop_front();
+            freed |= close(&poll, &mut conns, token)?; // if it is not closed already
+        }
+        // This turn: every client with an event, and every one owed a turn.
+        let mut turn = std::mem::take(&mut again);
+        for event in events.iter() {
+            if event.token() == LISTENER {
+                retry = accept(&listener, &poll, &mut conns, &mut next)?;
+            } else {
+                turn.push(event.token());
+            }
+        }
+        turn.sort_unstable();
+        turn.dedup(); // one go each
+        for token in turn {
+            let Some(conn) = conns.get_mut(&token) else {
+                continue; // closed already
+            };
+            match serve(conn, &mut buf, &mut rng) {
+                Next::Event => {}
+                Next::Again => again.push(token),
+                Next::Linger => {
+                    lingering.push_back((now + LINGER, token));
+                    again.push(token);
+                }
+                Next::Close => freed |= close(&poll, &mut conns, token)?,
+            }
+        }
+        // Accepting is owed, and a descriptor is free, or it is time.
+        if retry.is_some_and(|at| freed || at <= now) {
+            retry = accept(&listener, &poll, &mut conns, &mut next)?;
+        }
+    }
+}
+
+/// Closes a connection, if it is still open; true if it was.
+fn close(poll: &Poll, conns: &mut HashMap<Token, Conn>, token: Token) -> std::io::Result<bool> {
+    let Some(mut gone) = conns.remove(&token) else {
+        return Ok(false);
+    };
+    poll.registry().deregister(&mut gone.stream)?; // then closed by drop
+    Ok(true)
+}
+
+/// Accepts every queued connection (until WouldBlock). Out of descriptors,
+/// returns when to try again.
+fn accept(
+    listener: &TcpListener,
+    poll: &Poll,
+    conns: &mut HashMap<Token, Conn>,
+    next: &mut usize,
+) -> std::io::Result<Option<Instant>> {
+    loop {
+        match listener.accept() {
+            Ok((mut stream, _)) => {
+                let token = Token(*next);
+                *next += 1;
+                let both = Interest::READABLE | Interest::WRITABLE;
+                poll.registry().register(&mut stream, token, both)?;
+                conns.insert(
+                    token,
+                    Conn {
+                        stream,
+                        line: Vec::new(),
+                        out: Vec::new(),
+                        sent: 0,
+                        done: false,
+                        eof: false,
+                        lingering: false,
+                    },
+                );
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
+            // Out of descriptors (or kernel memory): the connection stays
+            // queued. (A real server rate-limits this line.)
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                ) =>
+            {
+                eprintln!("accept: {e}; retrying when a client leaves, or in {RETRY:?}");
+                return Ok(Some(Instant::now() + RETRY));
+            }
+            // This connection failed, not the listener: on to the next.
+            Err(e) => eprintln!("accept: {e}"),
+        }
+    }
+}
+
+/// One go for a connection, on a readiness event (readable or writable:
+/// the flags are hints; the reads and writes tell the truth) or a turn owed
+/// to it: write what waits, then read until the socket is empty
+/// (`WouldBlock`) or this turn's budget is spent, writing each read's
+/// answers at once.
+fn serve(conn: &mut Conn, buf: &mut [u8], rng: &mut u64) -> Next {
+    let mut budget = READ_BUDGET;
+    loop {
+        if !flush(conn) {
+            return Next::Close;
+        }
+        if conn.done && !conn.lingering {
+            if conn.sent < conn.out.len() {
+                // Answers still going out: the writable edges bring us back.
+                return Next::Event;
+            }
+            if conn.eof {
+                return Next::Close; // nothing unread: a plain close is clean
+            }
+            // `STOP`, perhaps with more behind it: our FIN now, their FIN
+            // (or the deadline) before the close.
+            if conn.stream.shutdown(Shutdown::Write).is_err() {
+                return Next::Close;
+            }
+            conn.lingering = true;
+            return Next::Linger;
+        }
+        if conn.out.len() - conn.sent >= OUT_CAP {
+            // Backed up: read nothing until the client takes its answers.
+            // The writable edge that makes room brings us back, to the
+            // flush above and then on to read.
+            return Next::Event;
+        }
+        if budget == 0 {
+            // Others go first; the socket may still hold bytes, and no
+            // edge will come for them: the loop owes us a turn.
+            return Next::Again;
+        }
+        match conn.stream.read(buf) {
+            // Lingering, its EOF: everything it sent is read; close cleanly.
+            Ok(0) if conn.lingering => return Next::Close,
+            Ok(0) => {
+                // EOF: answer what came, then close.
+                conn.eof = true;
+                conn.done = true;
+            }
+            Ok(n) => {
+                budget = budget.saturating_sub(n);
+                if !conn.lingering {
+                    answer(conn, &buf[..n], rng);
+                } // lingering: discarded
+            }
+            // Drained: only now will new bytes bring a new event.
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Next::Event,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return Next::Close,
+        }
+    }
+}
+
+/// Writes `out[sent..]` until it is all gone or the kernel refuses
+/// (`WouldBlock`: the rest waits for a writable edge). False on an error.
+fn flush(conn: &mut Conn) -> bool {
+    while conn.sent < conn.out.len() {
+        match conn.stream.write(&conn.out[conn.sent..]) {
+            Ok(0) => return false,
+            Ok(n) => conn.sent += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    conn.out.clear(); // all taken: start again at the front
+    conn.sent = 0;
+    true
+}
+
+/// Adds an answer to `out` for every line completed by `bytes`; `STOP`
+/// ends the session.
+fn answer(conn: &mut Conn, mut bytes: &[u8], rng: &mut u64) {
+    while let Some(i) = bytes.iter().position(|&b| b == b'\n') {
+        conn.line.extend_from_slice(&bytes[..i]);
+        bytes = &bytes[i + 1..];
+        if conn.line.strip_suffix(b"\r").unwrap_or(&conn.line) == b"STOP" {
+            conn.done = true;
+            return;
+        }
+        conn.line.clear();
+        // xorshift64: fast, not cryptographic; any u64 but 0.
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        writeln!(conn.out, "{rng}").expect("a Vec takes every write");
+    }
+    conn.line.extend_from_slice(bytes);
+}
+
+/// A non-zero seed from the clock.
+fn seed() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    now.map_or(1, |d| d.as_nanos() as u64 | 1)
+}
