@@ -12,12 +12,12 @@ line as the number of clients grows, with a deadline armed for every client
 
 BIN holds randline-VARIANT (release builds). IDLE (default 60) is the
 --idle-timeout; IDLE=0 is the control: no client has a deadline, the
-timer heap stays empty. Each run is a fresh server
-under `valgrind --tool=callgrind` (user-space instructions, Ir: the loop,
-the timer heap, libc; not the kernel), pinned to CPU 0, under
-an open-file limit of 20,000 (as `prlimit --nofile=20000:20000`); the clients are WORKERS processes of this
-script (each holding SIZE/WORKERS sockets, well under its own 20,000
-descriptors) on CPU 1, over 127.0.0.1. Connecting and one warm-up line per
+timer heap stays empty. Each run is a fresh server under
+`valgrind --tool=callgrind` (user-space instructions, Ir: the loop, the
+timer heap, libc; not the kernel), pinned to CPU 0, with an open-file
+limit of 20,000 (as `prlimit --nofile=20000:20000`); the clients are
+WORKERS processes of this script (each holding SIZE/WORKERS sockets, well
+under its own 20,000 descriptors) on CPU 1, over 127.0.0.1. Connecting and one warm-up line per
 client happen before the counters are zeroed. Each phase is measured as:
 
   callgrind_control -z; SIGUSR1 (stats: line); the phase; wait until the
@@ -26,9 +26,9 @@ client happen before the counters are zeroed. Each phase is measured as:
 so the instructions of a phase and the counters of its two stats: lines
 cover the same work, plus the two stats: lines themselves: phase 0, the
 same sequence with nothing in between, measures those, and the figures
-printed are each phase's less phase 0's (instructions, events, wakeups). Phase B ends when the server
-holds no client socket any more (counted in /proc/PID/fd) and its stats:
-line says active=0. Every wait is bounded (TIMEOUT s); a run that overruns
+printed are each phase's less phase 0's (instructions, events,
+wakeups). Phase B ends when the server holds no client socket any more
+(counted in /proc/PID/fd) and its stats: line says active=0. Every wait is bounded (TIMEOUT s); a run that overruns
 is recorded as failed and the script goes on.
 
 Out: one JSON line per run in $OUT/runs.jsonl (default target/timer-scale),
