@@ -126,8 +126,12 @@ pub struct Shared {
     pub timeouts: Timeouts,
     /// The time of this loop turn (one clock read per wake-up). Every
     /// deadline is computed from it, never from the system clock, so a
-    /// test can drive a connection through time it sets itself.
+    /// test can drive a connection through time it sets itself. Set it
+    /// with [`Shared::set_now`], which keeps `active` in step.
     pub now: Instant,
+    /// The deadlines of a client active at `now`: computed once per turn,
+    /// copied into every connection active in it.
+    pub active: Active,
     /// The loop's counters; a connection bumps the per-byte ones.
     pub stats: Stats,
     /// Connections per client address: counted by the loop at accept, or
@@ -148,6 +152,12 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// A new turn: the time is `now`.
+    pub fn set_now(&mut self, now: Instant) {
+        self.now = now;
+        self.active = Active::at(now, self.timeouts);
+    }
+
     /// True while pending answers are over `--output-budget`.
     fn over_budget(&self) -> bool {
         self.pending_out > self.output_budget
@@ -217,14 +227,9 @@ enum Phase {
         parser: Box<HeaderParser>,
         by: Instant,
     },
-    /// Reading lines, answering them. Both deadlines count from the last
+    /// Reading lines, answering them. Its deadlines count from the last
     /// activity (a complete line received, answer bytes taken).
-    Open {
-        /// `--idle-timeout`.
-        idle_by: Option<Instant>,
-        /// `--output-timeout`: due only while answers wait in `out`.
-        stuck_by: Option<Instant>,
-    },
+    Open(Active),
     /// No more lines will be read. Once `out` is flushed: shut down our
     /// write side and linger if the client may still be sending, else
     /// close. Given up `by` then (moved later by every write that makes
@@ -238,10 +243,19 @@ enum Phase {
     Closed,
 }
 
-impl Phase {
-    /// Open, with the deadlines of a client active at `now`.
-    fn open(now: Instant, t: Timeouts) -> Phase {
-        Phase::Open {
+/// The deadlines of an open client, counted from its last activity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Active {
+    /// `--idle-timeout`.
+    idle_by: Option<Instant>,
+    /// `--output-timeout`: due only while answers wait in `out`.
+    stuck_by: Option<Instant>,
+}
+
+impl Active {
+    /// The deadlines of a client active at `now`.
+    pub fn at(now: Instant, t: Timeouts) -> Active {
+        Active {
             idle_by: t.idle.map(|d| now + d),
             stuck_by: t.output.map(|d| now + d),
         }
@@ -405,7 +419,7 @@ impl Conn {
                 by: sh.now + HEADER_TIMEOUT,
             }
         } else {
-            Phase::open(sh.now, sh.timeouts)
+            Phase::Open(sh.active)
         };
         Conn {
             socket: Socket {
@@ -456,7 +470,7 @@ impl Conn {
     /// True while the connection is still reading and answering lines
     /// (its PROXY header included).
     pub fn is_open(&self) -> bool {
-        matches!(self.phase, Phase::Header { .. } | Phase::Open { .. })
+        matches!(self.phase, Phase::Header { .. } | Phase::Open(_))
     }
 
     /// True while not read from because its answers backed up.
@@ -480,7 +494,7 @@ impl Conn {
     pub fn deadline(&self) -> Option<Instant> {
         match self.phase {
             Phase::Header { by, .. } => Some(by),
-            Phase::Open { idle_by, stuck_by } => {
+            Phase::Open(Active { idle_by, stuck_by }) => {
                 let stuck_by = stuck_by.filter(|_| !self.out.is_empty());
                 match (idle_by, stuck_by) {
                     (Some(a), Some(b)) => Some(a.min(b)),
@@ -556,13 +570,13 @@ impl Conn {
                 self.close(Why::NoHeader, now + LINGER);
                 None
             }
-            Phase::Open { stuck_by, .. }
+            Phase::Open(Active { stuck_by, .. })
                 if !self.out.is_empty() && stuck_by.is_some_and(|at| at <= now) =>
             {
                 sh.stats.output_closed += 1;
                 Some(self.finish(Some(Why::OutputTimeout)))
             }
-            Phase::Open { .. } => {
+            Phase::Open(_) => {
                 sh.stats.idle_closed += 1;
                 self.close(Why::Idle, now + LINGER);
                 None
@@ -576,7 +590,7 @@ impl Conn {
     /// gracefully by `by` at the latest.
     fn close(&mut self, why: Why, by: Instant) {
         match &mut self.phase {
-            Phase::Header { .. } | Phase::Open { .. } => {
+            Phase::Header { .. } | Phase::Open(_) => {
                 self.phase = Phase::Closing {
                     linger: true,
                     why,
@@ -596,7 +610,7 @@ impl Conn {
     fn finish(&mut self, instead: Option<Why>) -> Status {
         let planned = match std::mem::replace(&mut self.phase, Phase::Closed) {
             Phase::Closing { why, .. } | Phase::Lingering { why, .. } => why,
-            Phase::Header { .. } | Phase::Open { .. } | Phase::Closed => Why::ClientClosed,
+            Phase::Header { .. } | Phase::Open(_) | Phase::Closed => Why::ClientClosed,
         };
         Status::Closed(instead.unwrap_or(planned))
     }
@@ -612,7 +626,7 @@ impl Conn {
         loop {
             let mut client_done = false;
             let io = match self.phase {
-                Phase::Header { .. } | Phase::Open { .. } => {
+                Phase::Header { .. } | Phase::Open(_) => {
                     self.read_lines(token, sh, &mut answers, &mut budget)
                 }
                 Phase::Lingering { .. } => self
@@ -657,7 +671,7 @@ impl Conn {
     /// the stall deadline counts from now.
     fn progressed(&mut self, sh: &Shared) {
         match &mut self.phase {
-            Phase::Open { .. } => self.phase = Phase::open(sh.now, sh.timeouts),
+            Phase::Open(active) => *active = sh.active,
             Phase::Closing { by, .. } => *by = (*by).max(sh.now + FLUSH_STALL_TIMEOUT),
             _ => {}
         }
@@ -814,7 +828,7 @@ impl Conn {
                 return None;
             }
         };
-        self.phase = Phase::open(sh.now, sh.timeouts);
+        self.phase = Phase::Open(sh.active);
         // Counted under the client the header names; a header that names
         // none (LOCAL, UNKNOWN, UDP or Unix) is the proxy speaking for
         // itself: not counted, as a Unix socket's clients are not.
@@ -880,7 +894,9 @@ impl Conn {
         if answered > 0 {
             // A complete line is activity; bytes that end no line are
             // not, so a client dripping them cannot hold its slot.
-            self.phase = Phase::open(sh.now, sh.timeouts);
+            if let Phase::Open(active) = &mut self.phase {
+                *active = sh.active;
+            }
         }
         trace!(
             "token {}: answered {}{}",
@@ -1078,6 +1094,7 @@ mod tests {
                 max_line: Some(1024),
                 timeouts,
                 now: t0,
+                active: Active::at(t0, timeouts),
                 stats: Stats::default(),
                 per_ip: PerAddress::new(None),
                 pending_out: 0,
@@ -1103,7 +1120,7 @@ mod tests {
         }
 
         fn wake(&mut self, wake: Wake, at: u64) -> Status {
-            self.sh.now = self.t0 + Duration::from_secs(at);
+            self.sh.set_now(self.t0 + Duration::from_secs(at));
             self.conn.drive(T, wake, &mut self.sh, self.answers.lend())
         }
 

@@ -24,7 +24,7 @@
 use crate::answers::AnswerBuf;
 use crate::config::{Cidr, Config};
 use crate::conn::{
-    Conn, ERR_BUSY, ERR_TOO_MANY, MIN_READ_BUDGET, OUT_CAP, READ_BUDGET, Shared, Status,
+    Active, Conn, ERR_BUSY, ERR_TOO_MANY, MIN_READ_BUDGET, OUT_CAP, READ_BUDGET, Shared, Status,
     TURN_READ_BUDGET, Timeouts, Wake, Why, turn_away,
 };
 use crate::limits::Limits;
@@ -266,6 +266,11 @@ impl Server {
         })?;
         let limits = Limits::new(cfg.max_connections, cfg.max_per_ip, fd_limit);
         log_limits(cfg, &limits, fd_limit);
+        let timeouts = Timeouts {
+            idle: cfg.idle_timeout,
+            output: cfg.output_timeout,
+        };
+        let now = Instant::now();
 
         Ok(Server {
             poll,
@@ -280,11 +285,9 @@ impl Server {
                 rbuf: vec![0; READ_BUF].into_boxed_slice(),
                 numbers,
                 max_line: cfg.max_line,
-                timeouts: Timeouts {
-                    idle: cfg.idle_timeout,
-                    output: cfg.output_timeout,
-                },
-                now: Instant::now(),
+                timeouts,
+                now,
+                active: Active::at(now, timeouts),
                 stats: Stats::default(),
                 per_ip: PerAddress::new(limits.per_ip),
                 pending_out: 0,
@@ -327,7 +330,7 @@ impl Server {
                 }
                 Err(e) => return Err(e),
             }
-            self.shared.now = Instant::now();
+            self.shared.set_now(Instant::now());
             self.shared.stats.wakeups += 1;
             // This turn's share of TURN_READ_BUDGET for each client driven.
             let driven = events.iter().count() + self.state.again.len();
@@ -689,12 +692,15 @@ impl Server {
         self.fire_deadlines();
     }
 
-    /// Settles the earliest timer entry, due or not, until it is a true
-    /// deadline not yet due: the earliest entry decides how long poll may
-    /// sleep, so it must be true. Stale entries are dropped; a connection
-    /// whose deadline moved later is re-armed; one whose deadline passed is
-    /// driven with [`Wake::Deadline`]. So an idle server, whose clients are
-    /// all gone, has an empty heap and sleeps without a timeout.
+    /// Fires the deadlines that are due. Stale entries at the top are
+    /// dropped at once, so a server whose clients are all gone has an
+    /// empty heap and sleeps without a timeout. A current entry is only
+    /// looked at when due: if its connection's deadline moved later since
+    /// (an active client), it is armed again there, so an active client
+    /// wakes the loop early at most once per timeout; settling it every
+    /// turn instead would cost a heap pop and push per turn while clients
+    /// are active (docs/performance.md). A due deadline drives its
+    /// connection with [`Wake::Deadline`].
     fn fire_deadlines(&mut self) {
         let now = self.shared.now;
         while let Some(Entry { at, key }) = self.timers.peek() {
@@ -703,16 +709,15 @@ impl Server {
                 self.timers.pop();
                 continue;
             };
-            let deadline = slot.conn.deadline();
-            if deadline == Some(at) && at > now {
+            if at > now {
                 break;
             }
             self.timers.pop();
             self.timers.disarm(&mut slot.armed);
-            if deadline.is_some_and(|d| d <= now) {
+            if slot.conn.deadline().is_some_and(|d| d <= now) {
                 self.drive(key, Wake::Deadline);
             } else {
-                // Moved (the client was active), or went away.
+                // Moved later (the client was active), or went away.
                 self.settle(key, Status::Wait);
             }
         }
