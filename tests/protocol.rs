@@ -244,6 +244,43 @@ fn nc_session_like_the_readme() {
 }
 
 #[test]
+fn nc_typed_into_waits_for_its_input_to_end_after_stop() {
+    // The quick start's interactive session (README, docs/protocol.md):
+    // after STOP the server closes, but netcat-openbsd quits only when its
+    // own input ends too (Ctrl-D), not at the server's close.
+    let server = Server::start(&[]);
+    assert!(
+        common::installed("nc"),
+        "nc (netcat-openbsd) is needed for this test"
+    );
+    let mut nc = common::Proc::spawn_piped(
+        Command::new("nc").args(["127.0.0.1", &server.addr.port().to_string()]),
+    );
+    let mut out = nc.take_stdout();
+    nc.stdin()
+        .write_all(b"hello\nSTOP\n")
+        .expect("type into nc");
+    nc.stdin().flush().expect("flush");
+    // Lingering, the server waits for nc's EOF, which does not come; after
+    // LINGER (2 s) it closes anyway.
+    server.log.wait_for("): STOP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_ne!(
+        nc.state(),
+        'Z',
+        "nc quit at the server's close, with its input still open"
+    );
+    nc.close_stdin(); // Ctrl-D
+    assert!(
+        nc.wait_exit().success(),
+        "nc failed at the end of its input"
+    );
+    let mut answers = Vec::new();
+    out.read_to_end(&mut answers).expect("nc's output");
+    assert_eq!(numbers(&answers).len(), 1, "one answer, for hello");
+}
+
+#[test]
 fn trace_level_shows_the_loop_at_work() {
     let mut cmd = Command::new(common::bin());
     cmd.args(["--listen", "127.0.0.1:0"])

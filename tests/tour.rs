@@ -192,12 +192,15 @@ fn a_pipelined_burst_then_a_half_close() {
 }
 
 #[test]
-fn stop_with_trailing_bytes_lingers() {
+fn stop_then_more_input_lingers() {
     let server = traced(&[]);
     let mut nc = Nc::start(&server, &["-N"]);
-    nc.type_in("hi\nSTOP\nmore\n");
+    nc.type_in("hi\nSTOP\n");
     nc.answer();
     server.log.wait_for("shut down write side, lingering");
+    // The hazard the section shows: input that arrives after the answer.
+    nc.type_in("more\n");
+    server.log.wait_for("discarded (lingering)");
     nc.end_input_and_wait();
     server.log.wait_for("): STOP");
     check("stop-trailing", &server.log.text());
@@ -224,16 +227,41 @@ fn a_client_that_stops_reading_pauses_and_resumes() {
     assert_eq!(got, lines);
     server.log.wait_for("): client closed");
     check("backpressure", &server.log.text());
+    // The counters the section names: at least one pause and one
+    // WouldBlock (how many is timing), on a server that served one client.
+    let stats = server.stats();
+    assert_eq!(stats["accepted"], 1, "{stats:?}");
+    assert!(stats["paused"] >= 1, "{stats:?}");
+    assert!(stats["wouldblock"] >= 1, "{stats:?}");
 }
 
 #[test]
 fn out_of_file_descriptors_then_a_place_frees_up() {
+    const LIMIT: usize = 16;
     let mut cmd = Command::new("prlimit");
-    cmd.arg("--nofile=16")
+    cmd.arg(format!("--nofile={LIMIT}"))
         .arg(common::bin())
         .args(["--listen", "127.0.0.1:0", "--max-connections", "100"])
         .env("RUST_LOG", "randline=trace");
     let server = Server::spawn(cmd);
+    // Once it answers SIGUSR1 it is in its loop, done opening (it lists
+    // /proc/self/fd once after `listening on`, with a descriptor of its
+    // own). prlimit runs randline in its own process: the descriptors it
+    // holds before any client, as (number, target).
+    server.stats();
+    let fds: Vec<(usize, String)> = std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+        .expect("the server's descriptors")
+        .map(|e| {
+            let e = e.expect("a descriptor");
+            let target = std::fs::read_link(e.path()).unwrap_or_default();
+            (
+                e.file_name().to_string_lossy().parse().expect("a number"),
+                target.to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    // A new descriptor's number must be below the limit.
+    let room = LIMIT - fds.iter().filter(|(fd, _)| *fd < LIMIT).count();
     let mut clients = Vec::new();
     // Connect until the server runs out: each client is served (a
     // `serving` line) until `accept` fails for want of a descriptor. Linux
@@ -250,6 +278,13 @@ fn out_of_file_descriptors_then_a_place_frees_up() {
         server.log.wait_for_nth(": wrote ", clients.len());
     }
     let served = clients.len();
+    assert_eq!(
+        served, room,
+        "the descriptors below {LIMIT} ({fds:?}) leave room for {room} clients"
+    );
+    server
+        .log
+        .wait_for(&format!("with {room} clients: new clients wait"));
     // This one waits in the backlog: connected (by the kernel), not accepted.
     let mut waiting = server.connect();
     waiting.send(b"hi\n");
@@ -261,6 +296,38 @@ fn out_of_file_descriptors_then_a_place_frees_up() {
     // The log is read on another thread: wait for the line before checking.
     server.log.wait_for_nth("serving 127.0.0.1", served + 1);
     check("fd-exhaustion", &server.log.text());
+
+    // The page's figure is for a shell that passes nothing on: the
+    // server's own descriptors are stdin, stdout, stderr, the epoll
+    // instance and sockets (the signal pair, the listener).
+    let own = fds
+        .iter()
+        .filter(|(fd, target)| {
+            *fd < 3 || target.starts_with("socket:") || target == "anon_inode:[eventpoll]"
+        })
+        .count();
+    let page_room = LIMIT - own;
+    assert!(
+        block("trace: fd-exhaustion")
+            .iter()
+            .any(|l| l.contains(&format!("with {page_room} clients: new clients wait"))),
+        "the server holds {own} descriptors of its own: docs/tour.md should quote the warning with {page_room} clients"
+    );
+    let words = [
+        "", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    ];
+    assert!(
+        TOUR.contains(&format!("{} clients fit.", capitalized(words[page_room])))
+            && TOUR.contains(&format!("the server holds {own} before any client comes")),
+        "docs/tour.md section 5 should say that {page_room} clients fit and the server holds {own}"
+    );
+}
+
+fn capitalized(word: &str) -> String {
+    let mut c = word.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 #[test]
