@@ -693,8 +693,9 @@ impl Server {
     }
 
     /// Fires the deadlines that are due. Stale entries at the top are
-    /// dropped at once, so a server whose clients are all gone has an
-    /// empty heap and sleeps without a timeout. A current entry is only
+    /// dropped at once, and so is the entry of a connection that no longer
+    /// wants one (closed this turn), so a server whose clients are all
+    /// gone has an empty heap and sleeps without a timeout. A current entry is only
     /// looked at when due: if its connection's deadline moved later since
     /// (an active client), it is armed again there, so an active client
     /// wakes the loop early at most once per timeout; settling it every
@@ -709,12 +710,16 @@ impl Server {
                 self.timers.pop();
                 continue;
             };
-            if at > now {
+            let deadline = slot.conn.deadline();
+            // Not due, and still wanted: nothing earlier is armed. (A
+            // connection closed this turn wants none: its entry goes now,
+            // not at the old time.)
+            if at > now && deadline.is_some() {
                 break;
             }
             self.timers.pop();
             self.timers.disarm(&mut slot.armed);
-            if slot.conn.deadline().is_some_and(|d| d <= now) {
+            if deadline.is_some_and(|d| d <= now) {
                 self.drive(key, Wake::Deadline);
             } else {
                 // Moved later (the client was active), or went away.
