@@ -166,3 +166,34 @@ fn a_client_that_stops_reading_is_paused_and_resumed() {
     );
     assert_eq!(stats["bytes_in"], 2 * lines as u64);
 }
+
+/// Once its last client has gone, the server sleeps without a timeout: no
+/// deadline of a closed connection may wake it later. The client here
+/// lingers (STOP), then closes: its 2 s linger deadline must go with it.
+/// The trace says how the first poll after the close was timed; the probe
+/// 2.5 s later, past that deadline, is what ends it.
+#[test]
+fn a_closed_clients_deadline_does_not_wake_the_server_later() {
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.args(["--listen", "127.0.0.1:0", "--idle-timeout", "60"])
+        .env("RUST_LOG", "randline=trace");
+    let server = Server::spawn(cmd);
+    let mut c = server.connect();
+    c.ask("one");
+    c.send(b"STOP\n");
+    c.expect_eof();
+    drop(c);
+    server.log.wait_for("closed");
+    std::thread::sleep(Duration::from_millis(2500));
+    server.stats();
+    let log = server.log.text();
+    let after_close = &log[log.find("closed").expect("a closed line")..];
+    let first_poll = after_close
+        .lines()
+        .find(|l| l.contains("poll: woke after"))
+        .expect("a wake-up after the close");
+    assert!(
+        first_poll.contains("(timeout none) with 1 event"),
+        "after its last client closed, the server did not sleep until the probe: {first_poll}"
+    );
+}
