@@ -13,8 +13,17 @@ load (cargo build --release --example load). Scenarios (SCEN): a = ping-pong
 $OUT/runs.jsonl (default target/ab): lines/s, p50/p99, server CPU per line
 over the window and over the run, and the load tool's whole record
 (`record`, with its /proc samples of the server). docs/performance.md
-("What the bounds cost") was measured with it. Every run is bounded in
-time. The driver is scripts/benchkit.py (Python 3 standard library; why,
+("What the bounds cost", "Writing after the batch") was measured with it.
+
+A variant named redis, tokio-current, tokio-multi or threaded is that
+server of scripts/bench instead of a randline build, run the same way (same
+pinning, same load; Redis is sent PING instead of x): redis-server from
+PATH, BIN/tokio (cargo build --release --example tokio) or BIN/threaded. So
+
+    BIN=/tmp/ab VARIANTS="new redis tokio-current" SCEN="b" scripts/ab
+
+puts randline beside its peers in one alternating run. Every run is bounded
+in time. The driver is scripts/benchkit.py (Python 3 standard library; why,
 there).
 """
 
@@ -30,6 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchkit as bk  # noqa: E402
 
 SCEN = {"a": (1, 1), "b": (50, 1), "c": (50, 32), "d": (1, 16384), "e": (50, 1024)}
+# Variants that name one of scripts/bench's other servers rather than a randline build.
+PEERS = [s for s in bk.SERVERS if s != "randline"]
 
 
 def main() -> None:
@@ -52,10 +63,13 @@ def main() -> None:
         for sc in scen:
             c, d = SCEN[sc]
             for v in order:
-                bins = {"randline": bindir / f"randline-{v}", "load": bindir / "load"}
-                with bk.Server("randline", bins, out / "server.log") as srv:
+                kind = v if v in PEERS else "randline"
+                bins = {"randline": bindir / f"randline-{v}", "load": bindir / "load",
+                        "tokio": bindir / "tokio", "threaded": bindir / "threaded"}
+                with bk.Server(kind, bins, out / "server.log") as srv:
                     rec = bk.load(bins, cmds, "rate", srv, "--conns", c, "--depth", d, "--secs", secs,
-                                  "--warmup", warmup, "--line", "x", timeout=secs + warmup + 60)
+                                  "--warmup", warmup, "--line", bk.line_for(kind),
+                                  timeout=secs + warmup + 60)
                 lps = rec.get("lines_per_sec")
                 win_t = bk.server_ticks(rec, "window_start", "window_end")
                 run_t = bk.server_ticks(rec, "start", "end")
