@@ -419,7 +419,11 @@ fn step1_drain_until_wouldblock() {
         matches!(before, Err(Symptom::Stalled { got, want }) if got < want),
         "minimal: want Stalled, got {before:?}"
     );
-    assert!(matches!(run(pipelined_lines, 1), Ok(())));
+    let passed = run(pipelined_lines, 1);
+    assert!(
+        matches!(passed, Ok(())),
+        "step 1 fails its own check: {passed:?}"
+    );
 }
 
 #[test]
@@ -429,7 +433,11 @@ fn step2_pending_output_and_writable_edges() {
         matches!(before, Err(Symptom::Missing { got, want }) if got < want),
         "step 1: want Missing, got {before:?}"
     );
-    assert!(matches!(run(read_later, 2), Ok(())));
+    let passed = run(read_later, 2);
+    assert!(
+        matches!(passed, Ok(())),
+        "step 2 fails its own check: {passed:?}"
+    );
 }
 
 #[test]
@@ -439,7 +447,11 @@ fn step3_backpressure() {
         matches!(before, Err(Symptom::MemoryGrew { .. })),
         "step 2: want MemoryGrew, got {before:?}"
     );
-    assert!(matches!(run(never_read, 3), Ok(())));
+    let passed = run(never_read, 3);
+    assert!(
+        matches!(passed, Ok(())),
+        "step 3 fails its own check: {passed:?}"
+    );
 }
 
 #[test]
@@ -449,7 +461,11 @@ fn step4_read_budget() {
         matches!(before, Err(Symptom::Starved { .. })),
         "step 3: want Starved, got {before:?}"
     );
-    assert!(matches!(run_alone(flood_and_ping, 4), Ok(())));
+    let passed = run_alone(flood_and_ping, 4);
+    assert!(
+        matches!(passed, Ok(())),
+        "step 4 fails its own check: {passed:?}"
+    );
 }
 
 #[test]
@@ -459,7 +475,11 @@ fn step5_lingering_close() {
         matches!(before, Err(Symptom::Reset { got, want }) if got < want),
         "step 4: want Reset, got {before:?}"
     );
-    assert!(matches!(run(stop_with_more_behind, 5), Ok(())));
+    let passed = run(stop_with_more_behind, 5);
+    assert!(
+        matches!(passed, Ok(())),
+        "step 5 fails its own check: {passed:?}"
+    );
 }
 
 #[test]
@@ -469,7 +489,11 @@ fn step6_out_of_descriptors() {
         matches!(before, Err(Symptom::NeverAccepted)),
         "step 5: want NeverAccepted, got {before:?}"
     );
-    assert!(matches!(run(out_of_descriptors, 6), Ok(())));
+    let passed = run(out_of_descriptors, 6);
+    assert!(
+        matches!(passed, Ok(())),
+        "step 6 fails its own check: {passed:?}"
+    );
 }
 
 #[test]
