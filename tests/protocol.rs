@@ -336,3 +336,33 @@ fn every_listen_address_is_served() {
         );
     }
 }
+
+/// docs/protocol.md's half-close example, byte for byte: every complete
+/// line answered, the unterminated fragment not, then the close. The
+/// numbers are those of `--seed 42`, as the page says.
+#[test]
+fn the_half_close_example_of_protocol_md_byte_for_byte() {
+    let doc = include_str!("../docs/protocol.md");
+    assert!(
+        doc.contains(
+            "$ printf 'a\\nb\\nunterminated' | nc -N 127.0.0.1 8001     # --seed 42\n53\n54\n$\n"
+        ),
+        "docs/protocol.md no longer shows this example as tested here"
+    );
+    let server = Server::start(&["--seed", "42"]);
+    assert!(
+        common::installed("nc"),
+        "nc (netcat-openbsd) is needed for this test"
+    );
+    let out = common::run_cmd_with_input(
+        Command::new("nc").args(["-N", "127.0.0.1", &server.addr.port().to_string()]),
+        b"a\nb\nunterminated",
+        common::WAIT,
+    );
+    assert!(
+        out.status.success(),
+        "nc failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "53\n54\n");
+}
