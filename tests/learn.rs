@@ -303,21 +303,6 @@ fn line_keys(line: &str) -> Vec<String> {
         .collect()
 }
 
-/// GitHub's anchor for a heading: lower case, punctuation dropped, spaces
-/// made dashes.
-fn slug(heading: &str) -> String {
-    heading
-        .trim()
-        .to_lowercase()
-        .chars()
-        .filter_map(|c| match c {
-            ' ' => Some('-'),
-            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
-            _ => None,
-        })
-        .collect()
-}
-
 fn anchors(doc: &str) -> BTreeSet<String> {
     prose(doc)
         .lines()
@@ -326,7 +311,7 @@ fn anchors(doc: &str) -> BTreeSet<String> {
                 .strip_prefix(' ')
                 .filter(|_| l.starts_with('#'))
         })
-        .map(slug)
+        .map(common::slug)
         .collect()
 }
 

@@ -252,21 +252,6 @@ fn regular_files_are_always_ready_and_epoll_refuses_them() {
     assert_eq!(err, rustix::io::Errno::PERM);
 }
 
-/// GitHub's anchor for a heading: lower case, spaces to `-`, punctuation
-/// other than `-` and `_` dropped.
-fn slug(heading: &str) -> String {
-    heading
-        .trim()
-        .to_lowercase()
-        .chars()
-        .filter_map(|c| match c {
-            ' ' => Some('-'),
-            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
 fn every_relative_link_resolves() {
     let docs = Path::new(ROOT).join("docs");
@@ -280,7 +265,7 @@ fn every_relative_link_resolves() {
             !in_fence
         })
         .filter_map(|l| l.strip_prefix("## ").or_else(|| l.strip_prefix("### ")))
-        .map(slug)
+        .map(common::slug)
         .collect();
     let mut checked = 0;
     for (i, _) in PAGE.match_indices("](") {

@@ -284,6 +284,22 @@ impl Server {
     }
 }
 
+/// GitHub's anchor for a Markdown heading: lower case, spaces to `-`,
+/// punctuation other than `-` and `_` dropped (for the tests that check
+/// the docs' links).
+pub fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The address in a `listening on ADDR` log line.
 pub fn listening_addr(line: &str) -> SocketAddr {
     line.rsplit("listening on ")
