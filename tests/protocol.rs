@@ -366,3 +366,77 @@ fn the_half_close_example_of_protocol_md_byte_for_byte() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "53\n54\n");
 }
+
+/// docs/protocol.md's first console block, with netcat-openbsd as shown:
+/// a batch and `-N` (two numbers, then the close), the same through `od -c`
+/// (the exact bytes: digits, each answer ended by one `\n`), and `nc -U`
+/// against a `--unix` listener.
+#[test]
+fn the_nc_batch_od_and_unix_lines_of_protocol_md() {
+    let doc = include_str!("../docs/protocol.md");
+    for line in [
+        "$ printf 'a\\nb\\n' | nc -N 127.0.0.1 8001\n",
+        "$ printf 'a\\nb\\n' | nc -N 127.0.0.1 8001 | od -c     # see the exact bytes\n",
+        "$ nc -U /run/randline.sock             # a --unix listener\n",
+    ] {
+        assert!(
+            doc.contains(line),
+            "docs/protocol.md no longer shows {line:?}"
+        );
+    }
+    assert!(
+        common::installed("nc"),
+        "nc (netcat-openbsd) is needed for this test"
+    );
+    let dir = std::env::temp_dir().join(format!("randline-nc-u-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("randline.sock");
+    let mut cmd = Command::new(common::bin());
+    cmd.args(["--listen", "127.0.0.1:0", "--unix"]).arg(&path);
+    let server = Server::spawn(cmd);
+    server.log.wait_for("listening on unix:");
+    let port = server.addr.port().to_string();
+
+    let batch = |args: &[&str]| {
+        let out =
+            common::run_cmd_with_input(Command::new("nc").args(args), b"a\nb\n", common::WAIT);
+        assert!(
+            out.status.success(),
+            "nc {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let tcp = batch(&["-N", "127.0.0.1", &port]);
+    assert_eq!(numbers(&tcp).len(), 2, "{tcp:?}");
+    let unix = batch(&["-N", "-U", path.to_str().expect("utf-8 path")]);
+    assert_eq!(numbers(&unix).len(), 2, "{unix:?}");
+
+    // What `od -c` shows: only digits and `\n`, one `\n` per answer, and the
+    // last offset is the byte count.
+    let od = common::run_cmd_within(
+        {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(format!(
+                "printf 'a\\nb\\n' | nc -N 127.0.0.1 {port} | od -c"
+            ));
+            c
+        },
+        common::WAIT,
+    );
+    let text = String::from_utf8_lossy(&od.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "od -c printed {text:?}");
+    let cells: Vec<&str> = lines[0].split_whitespace().skip(1).collect();
+    assert_eq!(cells.iter().filter(|c| **c == "\\n").count(), 2, "{text:?}");
+    assert!(
+        cells
+            .iter()
+            .all(|c| *c == "\\n" || c.chars().all(|d| d.is_ascii_digit())),
+        "{text:?}"
+    );
+    let end = usize::from_str_radix(lines[1].trim(), 8).expect("od's last offset, in octal");
+    assert_eq!(end, cells.len(), "{text:?}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
