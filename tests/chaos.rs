@@ -25,7 +25,7 @@ fn chaos_clients_in_every_mode_keep_every_invariant() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(12);
-    let mut cmd = Command::new(common::chaos_bin());
+    let mut cmd = Command::new(common::example("chaos"));
     cmd.args(["--server", common::bin(), "--mode", "all"])
         .args(["--seed", &seed, "--seconds", &seconds.to_string()]);
     // Five modes; each ends its last round within the client deadline and

@@ -8,27 +8,12 @@ mod common;
 
 use common::{WAIT, run_cmd_within};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
-
-/// The example binary, brought up to date first (a filtered `cargo test
-/// --test epoll_modes` builds no examples).
-fn example_bin() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--example", "epoll_modes"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("run cargo build --example epoll_modes");
-    assert!(status.success(), "cannot build the epoll_modes example");
-    std::path::Path::new(common::bin())
-        .with_file_name("examples")
-        .join("epoll_modes")
-}
 
 /// Runs the example on `case`; its table as (case, step) -> [LT, ET,
 /// ONESHOT].
 fn table(case: &str) -> BTreeMap<(String, String), [String; 3]> {
-    let mut cmd = Command::new(example_bin());
+    let mut cmd = Command::new(common::example("epoll_modes"));
     cmd.arg(case);
     let out = run_cmd_within(cmd, WAIT);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -130,7 +115,7 @@ fn all_runs_every_case_and_bad_arguments_are_refused() {
         ["emfile", "leftover", "paused", "write-interest"]
     );
     assert_eq!(t.len(), 10, "{t:?}");
-    let mut cmd = Command::new(example_bin());
+    let mut cmd = Command::new(common::example("epoll_modes"));
     cmd.arg("sideways");
     let out = run_cmd_within(cmd, WAIT);
     assert_eq!(out.status.code(), Some(2));

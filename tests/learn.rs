@@ -18,7 +18,6 @@ use randline::stats::Stats;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 /// The terms the other pages use before (or without) defining them: each
 /// must be a glossary heading, or one of its names in parentheses.
@@ -623,19 +622,7 @@ fn the_epoll_modes_block_is_what_the_example_prints() {
 
     // `cargo run --example epoll_modes` without cargo's own output: build,
     // then run the binary (a filtered `cargo test` builds no examples).
-    let mut build = Command::new(env!("CARGO"));
-    build
-        .args(["build", "--quiet", "--example", "epoll_modes"])
-        .current_dir(root());
-    let built = run_cmd_within(build, Duration::from_secs(600));
-    assert!(
-        built.status.success(),
-        "cannot build the epoll_modes example: {}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    let bin = Path::new(common::bin())
-        .with_file_name("examples")
-        .join("epoll_modes");
+    let bin = common::example("epoll_modes");
     let mut run = Command::new(bin);
     run.args(&args);
     let out = run_cmd_within(run, common::WAIT);

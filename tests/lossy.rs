@@ -21,7 +21,7 @@ fn chaos_over_a_lossy_link_loses_nothing() {
     let mut cmd = Command::new(script);
     cmd.arg(seconds.to_string())
         .env("RANDLINE", common::bin())
-        .env("CHAOS", common::chaos_bin());
+        .env("CHAOS", common::example("chaos"));
     if let Ok(seed) = std::env::var("CHAOS_SEED") {
         cmd.arg(seed);
     }

@@ -73,18 +73,8 @@ struct Served {
 /// edits a step and runs `cargo test --test steps` must test the edit).
 fn example(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.arg("build").current_dir(env!("CARGO_MANIFEST_DIR"));
-        for step in STEPS {
-            cmd.args(["--example", step]);
-        }
-        let status = cmd.status().expect("run cargo build --example");
-        assert!(status.success(), "cannot build the lab's examples");
-    });
-    std::path::Path::new(common::bin())
-        .with_file_name("examples")
-        .join(name)
+    BUILT.get_or_init(|| common::build_examples(&STEPS));
+    common::example_path(name)
 }
 
 fn start(step: usize) -> Served {

@@ -6,29 +6,11 @@
 mod common;
 
 use common::{Client, Server, numbers};
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// The example binary, built beside the server: `cargo test` builds
-/// examples, a filtered `cargo test --test tokio_peer` may not.
-fn tokio_bin() -> PathBuf {
-    let bin = std::path::Path::new(common::bin())
-        .with_file_name("examples")
-        .join("tokio");
-    if !bin.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--example", "tokio"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build --example tokio");
-        assert!(status.success(), "cannot build the tokio example");
-    }
-    bin
-}
-
 fn start(runtime: &str, extra: &[&str]) -> Server {
-    let mut cmd = Command::new(tokio_bin());
+    let mut cmd = Command::new(common::example("tokio"));
     cmd.args(["--listen", "127.0.0.1:0", "--runtime", runtime])
         .args(extra);
     Server::spawn(cmd)
@@ -146,7 +128,7 @@ fn a_bad_command_line_is_refused() {
         &["--workers", "2", "0"][..],
     ] {
         let out = common::run_cmd({
-            let mut c = Command::new(tokio_bin());
+            let mut c = Command::new(common::example("tokio"));
             c.args(args);
             c
         });

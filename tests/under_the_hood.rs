@@ -15,7 +15,7 @@ mod common;
 use common::{Server, WAIT, have, run_cmd_within};
 use rustix::process::{Pid, Signal, kill_process};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -38,23 +38,6 @@ fn block(marker: &str) -> Vec<&'static str> {
         .collect()
 }
 
-/// The epoll_modes example, built first if a filtered `cargo test` did not
-/// build it.
-fn epoll_modes_bin() -> PathBuf {
-    let bin = Path::new(common::bin())
-        .with_file_name("examples")
-        .join("epoll_modes");
-    if !bin.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--example", "epoll_modes"])
-            .current_dir(ROOT)
-            .status()
-            .expect("run cargo build --example epoll_modes");
-        assert!(status.success(), "cannot build the epoll_modes example");
-    }
-    bin
-}
-
 /// A Markdown table row's cells, trimmed.
 fn cells(row: &str) -> Vec<String> {
     row.trim()
@@ -67,7 +50,7 @@ fn cells(row: &str) -> Vec<String> {
 #[test]
 fn the_epoll_modes_table_is_the_live_output() {
     let quoted = block("epoll_modes all");
-    let mut cmd = Command::new(epoll_modes_bin());
+    let mut cmd = Command::new(common::example("epoll_modes"));
     cmd.arg("all");
     let out = run_cmd_within(cmd, EXAMPLE_LIMIT);
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -9,27 +9,12 @@ mod common;
 
 use common::{Client, Proc, WAIT, eventually, listening_addr, numbers};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Command;
-
-/// The example binary, brought up to date first (a filtered `cargo test
-/// --test uring` builds no examples).
-fn example_bin() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--example", "uring"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("run cargo build --example uring");
-    assert!(status.success(), "cannot build the uring example");
-    std::path::Path::new(common::bin())
-        .with_file_name("examples")
-        .join("uring")
-}
 
 /// The example listening on a port the OS picks, or `None` (after saying
 /// why) where io_uring cannot be set up.
 fn start() -> Option<(Proc, SocketAddr)> {
-    let mut cmd = Command::new(example_bin());
+    let mut cmd = Command::new(common::example("uring"));
     cmd.args(["--listen", "127.0.0.1:0"]);
     let mut proc = Proc::spawn(&mut cmd);
     let started = eventually("uring listens or reports io_uring missing", WAIT, || {

@@ -41,20 +41,35 @@ pub fn release_bin() -> std::path::PathBuf {
     target.join("release").join("randline")
 }
 
-/// The chaos client (examples/chaos/), built beside the server: `cargo
-/// test` builds examples, but a filtered `cargo test --test NAME` may not.
-pub fn chaos_bin() -> std::path::PathBuf {
-    let bin = std::path::Path::new(bin())
-        .with_file_name("examples")
-        .join("chaos");
-    if !bin.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--example", "chaos"])
-            .status()
-            .expect("run cargo build --example chaos");
-        assert!(status.success(), "cannot build the chaos client");
+/// The examples `names`, built (or brought up to date) together, with a
+/// bounded wait: a filtered `cargo test --test NAME` builds no examples,
+/// and a stale example binary must never be the one tested.
+pub fn build_examples(names: &[&str]) {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["build", "--quiet"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    for name in names {
+        cmd.args(["--example", name]);
     }
-    bin
+    let out = run_cmd_within(cmd, Duration::from_secs(600));
+    assert!(
+        out.status.success(),
+        "cannot build the examples {names:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Where the example `name` is built, beside the server under test.
+pub fn example_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(bin())
+        .with_file_name("examples")
+        .join(name)
+}
+
+/// The example `name`, built first (see [`build_examples`]).
+pub fn example(name: &str) -> std::path::PathBuf {
+    build_examples(&[name]);
+    example_path(name)
 }
 
 /// Log lines the server has written to stderr so far.
