@@ -624,28 +624,35 @@ impl Server {
             debug_assert!(self.state.clients > 0, "more clients released than counted");
             self.state.clients -= 1;
         }
-        match status {
-            Status::Wait => {}
+        let closed = match status {
+            Status::Wait => false,
             Status::Again => {
                 if !slot.queued {
                     slot.queued = true;
                     self.state.again.push(key);
                 }
+                false
             }
             Status::Closed(why) => {
                 if self.state.stopping.is_some() && why == Why::Timeout {
                     self.state.cut += 1;
                 }
                 debug!("closed {} (token {key}): {why}", slot.conn.peer);
-                self.state.closed.push(key);
-                return;
+                true
             }
             Status::Failed(e) => {
                 self.shared.stats.failed += 1;
                 debug!("closed {} (token {key}): {e}", slot.conn.peer);
-                self.state.closed.push(key);
-                return;
+                true
             }
+        };
+        if closed {
+            // Its timer entry goes stale now, not when the slot is freed:
+            // the heap's next settling drops it, and the loop sleeps as if
+            // the connection had never armed one.
+            self.timers.disarm(&mut slot.armed);
+            self.state.closed.push(key);
+            return;
         }
         if self.timers.arm(&mut slot.armed, slot.conn.deadline(), key) {
             // Mostly stale entries: start again from the current ones.
@@ -693,9 +700,9 @@ impl Server {
     }
 
     /// Fires the deadlines that are due. Stale entries at the top are
-    /// dropped at once, and so is the entry of a connection that no longer
-    /// wants one (closed this turn), so a server whose clients are all
-    /// gone has an empty heap and sleeps without a timeout. A current entry is only
+    /// dropped at once (a closing connection's entry goes stale in
+    /// `settle`), so a server whose clients are all gone has an empty heap
+    /// and sleeps without a timeout. A current entry is only
     /// looked at when due: if its connection's deadline moved later since
     /// (an active client), it is armed again there, so an active client
     /// wakes the loop early at most once per timeout; settling it every
@@ -705,21 +712,18 @@ impl Server {
     fn fire_deadlines(&mut self) {
         let now = self.shared.now;
         while let Some(Entry { at, key }) = self.timers.peek() {
-            // Stale: the connection is gone, or armed an earlier entry.
+            // Stale: the connection is gone or closing, or armed an
+            // earlier entry since.
             let Some(slot) = self.conns.get_mut(key).filter(|s| s.armed == Some(at)) else {
                 self.timers.pop();
                 continue;
             };
-            let deadline = slot.conn.deadline();
-            // Not due, and still wanted: nothing earlier is armed. (A
-            // connection closed this turn wants none: its entry goes now,
-            // not at the old time.)
-            if at > now && deadline.is_some() {
+            if at > now {
                 break;
             }
             self.timers.pop();
             self.timers.disarm(&mut slot.armed);
-            if deadline.is_some_and(|d| d <= now) {
+            if slot.conn.deadline().is_some_and(|d| d <= now) {
                 self.drive(key, Wake::Deadline);
             } else {
                 // Moved later (the client was active), or went away.
@@ -744,7 +748,7 @@ impl Server {
                 );
                 self.state.rejected -= 1;
             }
-            self.timers.disarm(&mut slot.armed);
+            debug_assert!(slot.armed.is_none(), "a closed connection still armed");
             // Deregister before the socket is dropped (closed).
             if let Err(e) = self.poll.registry().deregister(slot.conn.stream()) {
                 debug!("deregister token {key}: {e}");
