@@ -11,9 +11,9 @@
 //! ```text
 //!  accept ──┬──────────────────────► Open ── STOP, line too long, idle timeout, shutdown ──┐
 //!           │                         ▲ │                                                  │
-//!           │   --proxy-protocol      │ └── client EOF ──► Closing{no linger} ──► closed    │
+//!           │   --proxy-protocol      │ └── client EOF ──► Closing (no linger) ──► closed   │
 //!           ├──► Header ── header ────┘                     (answers flushed)              ▼
-//!           │      └── bad or late header, shutdown ─────────────────────────► Closing{linger}
+//!           │      └── bad or late header, shutdown ─────────────────────────► Closing (linger)
 //!           └── refused: its ERR line ───────────────────────────────────────►       │
 //!                                                                       answers flushed,
 //!                                                                       our FIN sent
@@ -230,11 +230,12 @@ enum Phase {
     /// Reading lines, answering them. Its deadlines count from the last
     /// activity (a complete line received, answer bytes taken).
     Open(Active),
-    /// No more lines will be read. Once `out` is flushed: shut down our
-    /// write side and linger if the client may still be sending, else
-    /// close. Given up `by` then (moved later by every write that makes
-    /// progress, see [`FLUSH_STALL_TIMEOUT`]).
-    Closing { linger: bool, why: Why, by: Instant },
+    /// No more lines will be read. Once `out` is flushed: close, if the
+    /// close came from the client's own EOF (`Why::ClientClosed`: nothing
+    /// more can arrive); else shut down our write side and linger, since
+    /// the client may still be sending. Given up `by` then (moved later by
+    /// every write that makes progress, see [`FLUSH_STALL_TIMEOUT`]).
+    Closing { why: Why, by: Instant },
     /// Our FIN is sent. Input is read and thrown away until the client's
     /// EOF or `until`, so that closing never answers unread input with a
     /// reset that could destroy answers the client has not read yet.
@@ -591,11 +592,7 @@ impl Conn {
     fn close(&mut self, why: Why, by: Instant) {
         match &mut self.phase {
             Phase::Header { .. } | Phase::Open(_) => {
-                self.phase = Phase::Closing {
-                    linger: true,
-                    why,
-                    by,
-                };
+                self.phase = Phase::Closing { why, by };
             }
             // Already closing: only the deadline can come closer.
             Phase::Closing { by: at, .. } | Phase::Lingering { until: at, .. } => {
@@ -681,23 +678,23 @@ impl Conn {
     /// connection is done (the client's EOF came already); else our FIN
     /// goes out behind the answers and the connection lingers.
     fn close_when_flushed(&mut self, token: Token, now: Instant) -> io::Result<bool> {
-        let Phase::Closing { linger, by, .. } = self.phase else {
+        let Phase::Closing { why, by } = self.phase else {
             return Ok(false);
         };
         if !self.out.is_empty() {
             return Ok(false);
         }
-        if !linger {
+        if why == Why::ClientClosed {
             return Ok(true);
         }
         // The client reads the answers, then EOF. Its own unread bytes we
         // read and drop.
         self.socket.stream.shutdown(Shutdown::Write)?;
         trace!("token {}: shut down write side, lingering", token.0);
-        if let Phase::Closing { why, .. } = std::mem::replace(&mut self.phase, Phase::Closed) {
-            let until = by.min(now + LINGER);
-            self.phase = Phase::Lingering { why, until };
-        }
+        self.phase = Phase::Lingering {
+            why,
+            until: by.min(now + LINGER),
+        };
         Ok(false)
     }
 
@@ -773,11 +770,7 @@ impl Conn {
                     // The client is done sending; it still gets every
                     // answer owed. Nothing more can arrive, so no linger.
                     trace!("token {}: read EOF", token.0);
-                    self.phase = Phase::Closing {
-                        linger: false,
-                        why: Why::ClientClosed,
-                        by: sh.now + FLUSH_STALL_TIMEOUT,
-                    };
+                    self.close(Why::ClientClosed, sh.now + FLUSH_STALL_TIMEOUT);
                     return Ok(());
                 }
                 Chunk::Empty => {
@@ -820,11 +813,7 @@ impl Conn {
             Err(why) => {
                 // Never answered: whatever this is, it is not ours.
                 debug!("{}: PROXY header refused: {why}", self.peer);
-                self.phase = Phase::Closing {
-                    linger: true,
-                    why: Why::BadHeader,
-                    by: sh.now + FLUSH_STALL_TIMEOUT,
-                };
+                self.close(Why::BadHeader, sh.now + FLUSH_STALL_TIMEOUT);
                 return None;
             }
         };
