@@ -73,8 +73,13 @@ fn reuse_port_lets_two_processes_share_a_port() {
     }
     two.log.wait_for("serving");
     one.log.wait_for("serving");
-    let served = one.log.count("serving 127.0.0.1") + two.log.count("serving 127.0.0.1");
-    assert_eq!(served, 40);
+    // Each log is read on its own thread: the last `serving` lines may
+    // still be on their way when the last answer has come.
+    let served = || one.log.count("serving 127.0.0.1") + two.log.count("serving 127.0.0.1");
+    common::wait_until("40 serving lines in the two logs", common::WAIT, || {
+        served() >= 40
+    });
+    assert_eq!(served(), 40);
 }
 
 #[test]
