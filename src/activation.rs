@@ -9,7 +9,6 @@
 //! they come from differs. Nothing else lives here.
 
 use crate::net::Listener;
-use socket2::SockRef;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -77,8 +76,9 @@ pub fn take_listeners() -> io::Result<Vec<Listener>> {
 }
 
 /// An error unless socket `i` (of `n`) listens (`SO_ACCEPTCONN`).
+#[cfg(not(target_vendor = "apple"))]
 fn must_listen(socket: &(impl AsFd + AsRawFd), i: usize, n: usize) -> io::Result<()> {
-    if SockRef::from(socket).is_listener()? {
+    if socket2::SockRef::from(socket).is_listener()? {
         return Ok(());
     }
     Err(io::Error::new(
@@ -89,4 +89,12 @@ fn must_listen(socket: &(impl AsFd + AsRawFd), i: usize, n: usize) -> io::Result
             socket.as_raw_fd()
         ),
     ))
+}
+
+/// Apple systems: socket2 cannot ask whether a socket listens, so a passed
+/// one that does not fails each `accept` instead (warned about, retried
+/// every half second). systemd, the usual passer, is Linux's.
+#[cfg(target_vendor = "apple")]
+fn must_listen(_: &(impl AsFd + AsRawFd), _: usize, _: usize) -> io::Result<()> {
+    Ok(())
 }

@@ -15,6 +15,12 @@ pub const RESERVED_FDS: u64 = 32;
 pub const MIN_BUSY_SLOTS: usize = 16;
 /// ... and at most.
 pub const MAX_BUSY_SLOTS: usize = 1024;
+/// Slab keys (clients and lingering rejections, one key each) stay below
+/// this; the loop's own tokens (signals, listeners, metrics) sit at and
+/// above it. A quarter of `usize`: 2^30 on a 32-bit host (where the old
+/// `1 << 40` did not even compile), 2^62 on a 64-bit one; either is far
+/// more connections than descriptors, since every key holds one.
+pub const MAX_KEYS: usize = 1 << (usize::BITS - 2);
 
 /// The limits the loop enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +47,10 @@ impl Limits {
             .max(fd_limit / 2)
             .max(1);
         let fd_room = usize::try_from(fd_room).unwrap_or(usize::MAX);
-        let max_connections = max_connections.unwrap_or(fd_room);
+        // With the busy slots on top, keys never reach the loop's tokens.
+        let max_connections = max_connections
+            .unwrap_or(fd_room)
+            .min(MAX_KEYS - MAX_BUSY_SLOTS);
         // Descriptors left over by --max-connections serve rejections.
         let spare = usize::try_from(fd_limit.saturating_sub(RESERVED_FDS / 2))
             .unwrap_or(usize::MAX)
@@ -57,6 +66,12 @@ impl Limits {
             per_ip,
             fd_room,
         }
+    }
+
+    /// True if `--max-connections` was lowered to keep slab keys below
+    /// [`MAX_KEYS`] (only a 32-bit host can be asked for that many).
+    pub fn clamped(&self, asked: Option<usize>) -> bool {
+        asked.is_some_and(|n| n > self.max_connections)
     }
 
     /// True if `--max-connections` asks for more than the descriptors allow.
@@ -108,6 +123,16 @@ mod tests {
         assert_eq!(l.max_connections, 5_000);
         assert!(l.over_fd_room());
         assert_eq!(l.busy_slots, MIN_BUSY_SLOTS);
+    }
+
+    #[test]
+    fn connections_and_busy_slots_never_reach_the_reserved_tokens() {
+        for asked in [Some(usize::MAX), Some(MAX_KEYS), None] {
+            let l = Limits::new(asked, None, u64::MAX);
+            assert!(l.max_connections + l.busy_slots <= MAX_KEYS, "{l:?}");
+            assert_eq!(l.clamped(asked), asked.is_some(), "{l:?}");
+        }
+        assert!(!Limits::new(Some(100), None, 1024).clamped(Some(100)));
     }
 
     #[test]

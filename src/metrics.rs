@@ -264,8 +264,12 @@ fn respond(head: &[u8], metrics: impl FnOnce() -> String) -> Vec<u8> {
 }
 
 /// Resident memory in bytes, from `/proc/self/status` (one small read; the
-/// `VmRSS` line is in KiB, so no page size is needed). 0 where unavailable.
+/// `VmRSS` line is in KiB, so no page size is needed). 0 where unavailable,
+/// and on systems other than Linux (whose `/proc`, if any, differs).
 pub fn resident_bytes() -> u64 {
+    if !cfg!(any(target_os = "linux", target_os = "android")) {
+        return 0;
+    }
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -278,8 +282,12 @@ pub fn resident_bytes() -> u64 {
 }
 
 /// Open descriptors now, by listing `/proc/self/fd`: done once at start;
-/// the loop keeps a running count from there.
+/// the loop keeps a running count from there. 0 on systems other than
+/// Linux.
 pub fn open_fds_now() -> u64 {
+    if !cfg!(any(target_os = "linux", target_os = "android")) {
+        return 0;
+    }
     // The listing holds a descriptor of its own while it runs: not ours.
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| (d.count() as u64).saturating_sub(1))
 }

@@ -50,6 +50,9 @@ impl ClientSockets {
     /// Sets the options on a TCP listener.
     fn apply(&self, listener: SockRef<'_>) -> io::Result<()> {
         listener.set_recv_buffer_size(RECV_BUF)?;
+        // Linux only (macOS has the option, socket2 does not offer it
+        // there): elsewhere the send buffer is the system's default size.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
         listener.set_tcp_notsent_lowat(NOTSENT_LOWAT)?;
         if let Some(idle) = self.keepalive {
             let interval = (idle / KEEPALIVE_PROBES).max(Duration::from_secs(1));
@@ -61,6 +64,8 @@ impl ClientSockets {
             )?;
             // Keepalive does not probe while answers wait unacknowledged:
             // a peer that stops acknowledging them is dropped after this.
+            // Linux only; elsewhere `--output-timeout` is what drops it.
+            #[cfg(any(target_os = "linux", target_os = "android"))]
             listener.set_tcp_user_timeout(Some(idle * 2))?;
         }
         Ok(())

@@ -27,7 +27,7 @@ use crate::conn::{
     Active, Conn, ERR_BUSY, ERR_TOO_MANY, MIN_READ_BUDGET, OUT_CAP, READ_BUDGET, Shared, Status,
     TURN_READ_BUDGET, Timeouts, Wake, Why, turn_away,
 };
-use crate::limits::Limits;
+use crate::limits::{Limits, MAX_KEYS};
 use crate::metrics::{Gauges, MAX_SCRAPES, Scrape, Step};
 use crate::net::{ClientSockets, Listener, Peer, Stream};
 use crate::numbers::Numbers;
@@ -45,12 +45,17 @@ use std::time::{Duration, Instant};
 
 /// The signal pipe's token; listener `i` is `LISTENERS + i`; the metrics
 /// listener is `METRICS`, and metrics connection `k` is `SCRAPES + k`. All
-/// far above any slab key, so an event can never be mistaken for a
-/// client's, and the loop tells the kinds apart by the token alone.
-const SIGNALS: Token = Token(1 << 40);
-const LISTENERS: usize = (1 << 40) + 1;
-const METRICS: Token = Token((1 << 41) - 1);
-const SCRAPES: usize = 1 << 41;
+/// at or above [`MAX_KEYS`], which no slab key reaches (see `admit`), so an
+/// event can never be mistaken for a client's, and the loop tells the kinds
+/// apart by the token alone. In a 32-bit `usize` too: 2^30 and up.
+const SIGNALS: Token = Token(MAX_KEYS);
+const LISTENERS: usize = MAX_KEYS + 1;
+const METRICS: Token = Token(2 * MAX_KEYS - 1);
+const SCRAPES: usize = 2 * MAX_KEYS;
+// Checked when compiling, for the target's `usize`: the ranges are in
+// order and the last one fits.
+const _: () = assert!(LISTENERS < METRICS.0 && METRICS.0 < SCRAPES);
+const _: () = assert!(SCRAPES.checked_add(MAX_SCRAPES).is_some());
 /// Events per poll: enough that a turn sees every busy client (a small
 /// number here delays clients behind a few chatty ones).
 const EVENTS_CAPACITY: usize = 1024;
@@ -484,6 +489,15 @@ impl Server {
         self.shared.stats.accepted += 1;
         if !self.trusted(peer) {
             return; // dropped: closed unanswered
+        }
+        if self.conns.vacant_key() >= MAX_KEYS {
+            // Never reached while each key holds a descriptor (the limits
+            // stay far below); checked so that a key can never be read as
+            // one of the loop's own tokens.
+            let sh = &mut self.shared;
+            sh.stats.rejected_busy += 1;
+            turn_away(stream, ERR_BUSY, &mut sh.rbuf, &mut sh.stats);
+            return;
         }
         let refusal = self.refusal(peer);
         if let Some((message, why)) = &refusal
@@ -969,6 +983,14 @@ fn bind_listeners(
 /// The `limits:` line at start (and a warning if `--max-connections` asks
 /// for more than the descriptors allow).
 fn log_limits(cfg: &Config, limits: &Limits, fd_limit: u64) {
+    if limits.clamped(cfg.max_connections) {
+        warn!(
+            "--max-connections {} lowered to {}: the most this build's {}-bit tokens allow",
+            cfg.max_connections.unwrap_or_default(),
+            limits.max_connections,
+            usize::BITS
+        );
+    }
     if cfg.max_connections.is_some() && limits.over_fd_room() {
         warn!(
             "--max-connections {} is more than the open-file limit {fd_limit} allows \
@@ -1047,7 +1069,7 @@ fn is_per_connection(e: &io::Error) -> bool {
                 | libc::ENETDOWN
                 | libc::ENOPROTOOPT
                 | libc::EHOSTDOWN
-                | libc::ENONET
+                | ENONET
                 | libc::EHOSTUNREACH
                 | libc::EOPNOTSUPP
                 | libc::ENETUNREACH
@@ -1056,6 +1078,13 @@ fn is_per_connection(e: &io::Error) -> bool {
         )
     )
 }
+
+/// Linux's "machine is not on the network", which accept(2) may pass on;
+/// other systems have no such error (and no errno is negative).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const ENONET: i32 = libc::ENONET;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const ENONET: i32 = -1;
 
 /// One trace line per return from poll: how long it slept, how many events.
 fn trace_wakeup(events: &Events, slept: Duration, timeout: Option<Duration>) {
@@ -1116,10 +1145,17 @@ mod tests {
     #[test]
     fn a_slot_stays_small() {
         let size = std::mem::size_of::<Option<Slot>>();
-        let bound = if cfg!(debug_assertions) {
-            136 + 16
-        } else {
+        // Measured: 136 bytes on 64-bit targets, 112 on 32-bit ones
+        // (armv7, i686: `cargo test --release --lib --target ...`).
+        let release = if cfg!(target_pointer_width = "64") {
             136
+        } else {
+            112
+        };
+        let bound = if cfg!(debug_assertions) {
+            release + 16
+        } else {
+            release
         };
         println!("a slab entry: {size} bytes");
         assert!(
