@@ -604,14 +604,23 @@ fn elf_arch(binary: &Path) -> &'static str {
 /// symbol version that binary needs (cargo-deb's own Depends is wrong for
 /// a cross build: `libc6:armhf (>= 2.36)` for a binary needing 2.34), the
 /// armhf one saying it needs ARMv7, and lintian content with each. Without
-/// release packages (the README's `cargo test`, or CI's before its release
-/// stage) it skips, saying so; with `RANDLINE_DIST` set it must find them.
+/// release packages of this version (the README's `cargo test`, or CI's
+/// before its release stage) it skips, saying so; with `RANDLINE_DIST` set
+/// it must find them.
 #[test]
 fn release_debs_depend_on_the_glibc_their_binary_needs() {
     let explicit = std::env::var_os("RANDLINE_DIST");
     let dir = explicit
         .clone()
         .map_or_else(|| Path::new(ROOT).join("target/dist"), PathBuf::from);
+    // In target/dist, only this version's: packages of another version
+    // are left from an older release, not this tree's. RANDLINE_DIST must
+    // hold this version's alone (the file name is checked below).
+    let prefix = if explicit.is_some() {
+        "randline_".to_string()
+    } else {
+        format!("randline_{VERSION}_")
+    };
     let mut debs: Vec<PathBuf> = std::fs::read_dir(&dir)
         .into_iter()
         .flatten()
@@ -620,7 +629,7 @@ fn release_debs_depend_on_the_glibc_their_binary_needs() {
         .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("randline_") && n.ends_with(".deb"))
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
         })
         .collect();
     debs.sort();
@@ -631,7 +640,7 @@ fn release_debs_depend_on_the_glibc_their_binary_needs() {
             dir.display()
         );
         eprintln!(
-            "skipped: no release packages in {} (scripts/release writes them)",
+            "skipped: no release packages of {VERSION} in {} (scripts/release writes them)",
             dir.display()
         );
         return;
