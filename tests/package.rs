@@ -261,9 +261,9 @@ fn lintian(deb: &str) {
 }
 
 /// The files the package must hold, and nothing else: the binary, the
-/// man page, the three units, and the documentation.
+/// man page, the three units, and the operator's documentation.
 fn expected_files() -> BTreeSet<String> {
-    let mut files: BTreeSet<String> = [
+    [
         "/usr/bin/randline",
         "/usr/share/man/man1/randline.1.gz",
         "/usr/lib/systemd/system/randline.socket",
@@ -273,18 +273,14 @@ fn expected_files() -> BTreeSet<String> {
         "/usr/share/doc/randline/CHANGELOG.md",
         "/usr/share/doc/randline/copyright",
         "/usr/share/doc/randline/changelog.gz",
+        // What an operator reads; the learning docs stay in the source
+        // tree (Cargo.toml's assets say why).
+        "/usr/share/doc/randline/docs/deploy.md",
+        "/usr/share/doc/randline/docs/protocol.md",
     ]
     .into_iter()
     .map(str::to_string)
-    .collect();
-    for entry in std::fs::read_dir(Path::new(ROOT).join("docs")).expect("docs/") {
-        let name = entry.expect("docs/ entry").file_name();
-        let name = name.to_string_lossy();
-        if name.ends_with(".md") || name.ends_with(".svg") {
-            files.insert(format!("/usr/share/doc/randline/docs/{name}"));
-        }
-    }
-    files
+    .collect()
 }
 
 /// Checks the package's control fields, files and maintainer scripts
@@ -568,4 +564,142 @@ fn the_package_builds_installs_serves_and_removes_cleanly() {
     );
     std::fs::remove_dir_all(&dir).ok();
     println!("total: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// The highest `GLIBC_x.y` version in the ELF file's version-needs section
+/// (`readelf -V`, which reads any architecture): the oldest glibc the
+/// binary runs on. `None` for a binary that needs no glibc version.
+fn glibc_needed(binary: &Path) -> Option<String> {
+    let path = binary.to_str().expect("UTF-8 path");
+    let report = ok("readelf", &["--version-info", "--wide", path], WAIT);
+    // "Version needs section '.gnu.version_r' ...", then one
+    // "0x0010:   Name: GLIBC_2.34  Flags: none  Version: 5" per version.
+    let needs = report.split_once("Version needs section")?.1;
+    let number = |v: &str| -> Vec<u32> { v.split('.').map(|n| n.parse().unwrap_or(0)).collect() };
+    needs
+        .split_whitespace()
+        .filter_map(|word| word.strip_prefix("GLIBC_"))
+        .filter(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+        .max_by_key(|v| number(v))
+        .map(str::to_string)
+}
+
+/// The Debian architecture of an ELF binary, from its class and machine
+/// (all three are little-endian).
+fn elf_arch(binary: &Path) -> &'static str {
+    let b = std::fs::read(binary).expect("read the binary");
+    assert!(b.starts_with(b"\x7fELF"), "{}: not ELF", binary.display());
+    match (b[4], u16::from_le_bytes([b[18], b[19]])) {
+        (2, 62) => "amd64",
+        (2, 183) => "arm64",
+        (1, 40) => "armhf",
+        (class, machine) => panic!("{}: ELF class {class}, machine {machine}", binary.display()),
+    }
+}
+
+/// The release packages that scripts/release writes (into target/dist, or
+/// `RANDLINE_DIST`, which it sets when it runs this test before writing
+/// SHA256SUMS): amd64, arm64 and armhf, each with the binary of its
+/// architecture, `Depends: libc6 (>= V)` where V is the highest glibc
+/// symbol version that binary needs (cargo-deb's own Depends is wrong for
+/// a cross build: `libc6:armhf (>= 2.36)` for a binary needing 2.34), the
+/// armhf one saying it needs ARMv7, and lintian content with each. Without
+/// release packages of this version (the README's `cargo test`, or CI's
+/// before its release stage) it skips, saying so; with `RANDLINE_DIST` set
+/// it must find them.
+#[test]
+fn release_debs_depend_on_the_glibc_their_binary_needs() {
+    let explicit = std::env::var_os("RANDLINE_DIST");
+    let dir = explicit
+        .clone()
+        .map_or_else(|| Path::new(ROOT).join("target/dist"), PathBuf::from);
+    // In target/dist, only this version's: packages of another version
+    // are left from an older release, not this tree's. RANDLINE_DIST must
+    // hold this version's alone (the file name is checked below).
+    let prefix = if explicit.is_some() {
+        "randline_".to_string()
+    } else {
+        format!("randline_{VERSION}_")
+    };
+    let mut debs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
+        })
+        .collect();
+    debs.sort();
+    if debs.is_empty() {
+        assert!(
+            explicit.is_none(),
+            "RANDLINE_DIST={}: no randline_*.deb in it",
+            dir.display()
+        );
+        eprintln!(
+            "skipped: no release packages of {VERSION} in {} (scripts/release writes them)",
+            dir.display()
+        );
+        return;
+    }
+    for (program, package) in [
+        ("dpkg-deb", "dpkg"),
+        ("readelf", "binutils"),
+        ("lintian", "lintian"),
+    ] {
+        if !common::have(program, package) {
+            return;
+        }
+    }
+    let mut arches = BTreeSet::new();
+    for deb in &debs {
+        let deb_str = deb.to_str().expect("UTF-8 path");
+        let field = |name: &str| {
+            ok("dpkg-deb", &["-f", deb_str, name], WAIT)
+                .trim()
+                .to_string()
+        };
+        let arch = field("Architecture");
+        assert_eq!(
+            deb.file_name().and_then(|n| n.to_str()),
+            Some(format!("randline_{VERSION}_{arch}.deb").as_str()),
+            "the file name of a package for {arch}"
+        );
+        assert_eq!(field("Package"), "randline", "{deb_str}");
+        assert_eq!(field("Version"), VERSION, "{deb_str}");
+
+        let root =
+            std::env::temp_dir().join(format!("randline-release-{arch}-{}", std::process::id()));
+        ok(
+            "dpkg-deb",
+            &["-x", deb_str, root.to_str().expect("UTF-8")],
+            WAIT,
+        );
+        let binary = root.join("usr/bin/randline");
+        assert_eq!(elf_arch(&binary), arch, "{deb_str}: the binary's machine");
+        let glibc = glibc_needed(&binary)
+            .unwrap_or_else(|| panic!("{deb_str}: its binary needs no GLIBC_ version"));
+        std::fs::remove_dir_all(&root).ok();
+        let depends = field("Depends");
+        println!("{deb_str}: Depends: {depends} (binary needs GLIBC_{glibc})");
+        assert_eq!(
+            depends,
+            format!("libc6 (>= {glibc})"),
+            "{deb_str}: Depends must be libc6 (>= the highest GLIBC_ version its binary needs)"
+        );
+
+        let description = field("Description");
+        assert_eq!(
+            arch == "armhf",
+            description.contains("Built for ARMv7 and later"),
+            "{deb_str}: only the armhf package says it needs ARMv7:\n{description}"
+        );
+        lintian(deb_str);
+        arches.insert(arch);
+    }
+    let wanted: BTreeSet<String> = ["amd64", "arm64", "armhf"].map(String::from).into();
+    assert_eq!(arches, wanted, "release packages in {}", dir.display());
 }
