@@ -22,8 +22,10 @@ pub const DEFAULT_SHUTDOWN_SECS: u64 = 5;
 /// Default `--tcp-keepalive`, in seconds: Redis's default. A dead idle peer
 /// is dropped within about twice this (see [`crate::net::ClientSockets`]).
 pub const DEFAULT_KEEPALIVE_SECS: u64 = 300;
-/// Default `--output-budget`: answers waiting for slow clients, all clients
-/// together. A quarter of a 64 MiB host; each client holds at most 64 KiB.
+/// Default `--output-budget` where memory is plenty (and where it cannot be
+/// read): answers waiting for slow clients, all clients together; each
+/// client holds at most 64 KiB. A smaller memory gets a sixteenth of it
+/// ([`crate::limits::BUDGET_SHARE`]).
 pub const DEFAULT_OUTPUT_BUDGET: usize = 16 << 20;
 /// Default `--output-timeout`, in seconds: how long a client may keep its
 /// answers backed up without taking any of them.
@@ -42,7 +44,8 @@ pub struct Config {
     pub min: i64,
     /// Largest answer (inclusive).
     pub max: i64,
-    /// `None`: derived from the file-descriptor limit at start.
+    /// `None`: derived at start from the file-descriptor limit and the
+    /// memory the process may use ([`crate::limits`]).
     pub max_connections: Option<usize>,
     /// Longest line, in bytes before `\n`; `None` means no limit.
     pub max_line: Option<usize>,
@@ -55,8 +58,9 @@ pub struct Config {
     /// `--max-connections` at start; `Some(0)`: no limit.
     pub max_per_ip: Option<usize>,
     /// Pending answers of all clients together, in bytes, past which
-    /// clients with pending answers are not read from.
-    pub output_budget: usize,
+    /// clients with pending answers are not read from; `None`: derived at
+    /// start from the memory the process may use ([`crate::limits`]).
+    pub output_budget: Option<usize>,
     /// Close a client whose answers stay backed up this long without it
     /// taking any; `None`: never.
     pub output_timeout: Option<Duration>,
@@ -208,8 +212,10 @@ usage: randline [OPTIONS] [PORT]
       --min N               smallest answer, any i64 (default 1)
       --max N               largest answer, any i64 (default 99)
       --max-connections N   one more client gets 'ERR server busy' and is closed
-                            (default: the open-file limit minus 32,
-                            or half of a limit under 64)
+                            (default: the smaller of the open-file limit
+                            minus 32 and what the memory the process may use
+                            has room for: its cgroup's limit, else the host's;
+                            the 'limits:' line at start says both)
       --max-line BYTES      longest line before '\\n'; longer gets
                             'ERR line too long' and is closed; 0 = no limit
                             (default 8192)
@@ -225,7 +231,8 @@ usage: randline [OPTIONS] [PORT]
                             at least 64)
       --output-budget BYTES answers waiting for slow clients, all together: past
                             it, clients with answers waiting are not read from
-                            until theirs drain; K, M, G suffixes (default 16M)
+                            until theirs drain; K, M, G suffixes (default: a
+                            sixteenth of the memory, from 64K to 16M)
       --output-timeout SECS close a client whose answers stay backed up this long
                             without it taking any; 0 = never (default 60)
       --shutdown-timeout SECS
@@ -291,7 +298,7 @@ impl Config {
             idle_timeout: None,
             tcp_keepalive: Some(Duration::from_secs(DEFAULT_KEEPALIVE_SECS)),
             max_per_ip: None,
-            output_budget: DEFAULT_OUTPUT_BUDGET,
+            output_budget: None,
             output_timeout: Some(Duration::from_secs(DEFAULT_OUTPUT_TIMEOUT_SECS)),
             shutdown_timeout: Duration::from_secs(DEFAULT_SHUTDOWN_SECS),
             stats_interval: None,
@@ -351,13 +358,13 @@ impl Config {
                 }
                 Long("output-budget") => {
                     let v = string_value(&mut parser, "--output-budget")?;
-                    cfg.output_budget = parse_bytes(&v).ok_or_else(|| {
+                    cfg.output_budget = Some(parse_bytes(&v).ok_or_else(|| {
                         invalid(
                             "--output-budget",
                             &v,
                             "expected bytes, e.g. 65536, 64K, 16M, 1G",
                         )
-                    })?;
+                    })?);
                 }
                 Long("output-timeout") => {
                     let d = seconds(&mut parser, "--output-timeout")?;
@@ -827,7 +834,7 @@ mod tests {
         let c = serve(&["1"]);
         assert_eq!(c.tcp_keepalive, Some(Duration::from_secs(300)));
         assert_eq!(c.max_per_ip, None);
-        assert_eq!(c.output_budget, 16 << 20);
+        assert_eq!(c.output_budget, None, "derived from the memory at start");
         assert_eq!(c.output_timeout, Some(Duration::from_secs(60)));
         let c = serve(&[
             "--tcp-keepalive",
@@ -842,12 +849,15 @@ mod tests {
         ]);
         assert_eq!(c.tcp_keepalive, None);
         assert_eq!(c.max_per_ip, Some(0));
-        assert_eq!(c.output_budget, 64 << 10);
+        assert_eq!(c.output_budget, Some(64 << 10));
         assert_eq!(c.output_timeout, None);
-        assert_eq!(serve(&["--output-budget", "1000", "1"]).output_budget, 1000);
+        assert_eq!(
+            serve(&["--output-budget", "1000", "1"]).output_budget,
+            Some(1000)
+        );
         assert_eq!(
             serve(&["--output-budget", "2g", "1"]).output_budget,
-            2 << 30
+            Some(2 << 30)
         );
         for bad in ["", "M", "1.5M", "-1", "16MB", "99999999999999999999G"] {
             assert!(error(&["--output-budget", bad, "1"]).contains(&format!("'{bad}'")));

@@ -24,7 +24,7 @@
 //! | file | holds | does not hold |
 //! |---|---|---|
 //! | [`config`] | the command line, checked and typed | anything that binds or logs |
-//! | [`limits`] | how many clients, lingering rejections and clients per address, from the command line and the open-file limit | counting clients against them |
+//! | [`limits`] | how many clients, lingering rejections and clients per address, and the output budget, from the command line, the open-file limit and the memory the process may use (the stated worst case, with each cost measured) | reading those limits, counting clients against them |
 //! | [`timers`] | the deadline heap: one current entry per connection, rebuilt when mostly stale | what a deadline means |
 //! | [`answers`] | the shared answer buffer, lent per drive and always returned empty | what goes in it |
 //! | [`line`](mod@line) | the line framer (tested on every split) | sockets |
@@ -40,11 +40,12 @@
 //! | [`net`] | TCP/Unix listeners and client streams behind one type each; every system call on a listener (bind, listen, accept, socket options, the Unix socket's file) | decide when a client is read or written |
 //! | [`metrics`] | `--metrics`: reads and answers its own scrape connections (a minimal HTTP/1.x, the Prometheus text format); reads `/proc/self/status` per answered scrape (resident memory), and `/proc/self/fd` once at start | accept or poll |
 //! | [`activation`] | takes the sockets systemd passed (`LISTEN_FDS`) and checks that each is a listening stream socket | bind |
-//! | [`sys`] | raises the open-file limit (`setrlimit`) | |
+//! | [`sys`] | raises the open-file limit (`setrlimit`); reads the memory the process may use (its cgroup's limit, v1 or v2, else the host's `MemTotal`; Linux only), its parsers tested on fixtures | decide what the memory allows |
 //! | [`logging`] | writes each log line to stderr, as text or for journald | decide what is logged |
 //!
-//! `src/main.rs` only wires them: parse, log, raise the fd limit, bind, run,
-//! and map the outcome to an exit code (0 ok, 1 runtime failure, 2 usage).
+//! `src/main.rs` only wires them: parse, log, raise the fd limit, read the
+//! memory limit, bind, run, and map the outcome to an exit code (0 ok,
+//! 1 runtime failure, 2 usage).
 //! docs/architecture.md draws the loop and a connection's life; docs/tour.md
 //! reads real traces (`RUST_LOG=randline=trace`) against this code, one
 //! function at a time; docs/experiments.md has labs to run.

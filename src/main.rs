@@ -1,4 +1,5 @@
-//! The `randline` binary: parse, log, raise the fd limit, bind, run.
+//! The `randline` binary: parse, log, raise the fd limit, read the memory
+//! it may use, bind, run.
 //! Exit codes: 0 after a clean shutdown (or --help/--version), 1 when the
 //! server cannot start or run, 2 for a bad command line.
 
@@ -31,7 +32,10 @@ fn main() -> ExitCode {
         }
     };
 
-    let server = match Server::bind(&cfg, fd_limit, inherited) {
+    // The defaults are sized to it (src/limits.rs); unknown off Linux.
+    let memory = sys::memory_limit();
+
+    let server = match Server::bind(&cfg, fd_limit, memory, inherited) {
         Ok(s) => s,
         // On stderr whatever RUST_LOG says: an operator must see why.
         Err(e) => {

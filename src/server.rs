@@ -27,12 +27,13 @@ use crate::conn::{
     Active, Conn, ERR_BUSY, ERR_TOO_MANY, MIN_READ_BUDGET, OUT_CAP, READ_BUDGET, Shared, Status,
     TURN_READ_BUDGET, Timeouts, Wake, Why, turn_away,
 };
-use crate::limits::{Limits, MAX_KEYS};
+use crate::limits::{Asked, Limits, MAX_KEYS};
 use crate::metrics::{Gauges, MAX_SCRAPES, Scrape, Step};
 use crate::net::{ClientSockets, Listener, Peer, Stream};
 use crate::numbers::Numbers;
 use crate::per_ip::PerAddress;
 use crate::stats::Stats;
+use crate::sys::MemoryLimit;
 use crate::timers::{Entry, Timers};
 use log::{Level, debug, info, log_enabled, trace, warn};
 use mio::event::Event;
@@ -239,10 +240,12 @@ fn failed(what: impl Into<String>) -> impl FnOnce(io::Error) -> StartError {
 impl Server {
     /// Binds every listener and registers it, with the signal pipe, on a
     /// new poll, after the `inherited` ones (systemd's). `fd_limit` is the
-    /// soft open-file limit in force.
+    /// soft open-file limit in force, `memory` what the process may use
+    /// (`None`: unknown).
     pub fn bind(
         cfg: &Config,
         fd_limit: u64,
+        memory: Option<MemoryLimit>,
         inherited: Vec<Listener>,
     ) -> Result<Server, StartError> {
         let poll = Poll::new().map_err(failed("cannot create the poll"))?;
@@ -269,8 +272,13 @@ impl Server {
             what: e.to_string(),
             source: None,
         })?;
-        let limits = Limits::new(cfg.max_connections, cfg.max_per_ip, fd_limit);
-        log_limits(cfg, &limits, fd_limit);
+        let asked = Asked {
+            max_connections: cfg.max_connections,
+            max_per_ip: cfg.max_per_ip,
+            output_budget: cfg.output_budget,
+        };
+        let limits = Limits::new(asked, fd_limit, memory.map(|m| m.bytes));
+        log_limits(cfg, &limits, fd_limit, memory);
         let timeouts = Timeouts {
             idle: cfg.idle_timeout,
             output: cfg.output_timeout,
@@ -296,7 +304,7 @@ impl Server {
                 stats: Stats::default(),
                 per_ip: PerAddress::new(limits.per_ip),
                 pending_out: 0,
-                output_budget: cfg.output_budget,
+                output_budget: limits.output_budget,
                 read_budget: READ_BUDGET,
             },
             answers: AnswerBuf::with_capacity(OUT_CAP + 64),
@@ -980,9 +988,11 @@ fn bind_listeners(
     Ok(listeners)
 }
 
-/// The `limits:` line at start (and a warning if `--max-connections` asks
-/// for more than the descriptors allow).
-fn log_limits(cfg: &Config, limits: &Limits, fd_limit: u64) {
+/// The `limits:` line at start: the memory read and what follows from it
+/// (and a warning if `--max-connections` was lowered to fit the tokens,
+/// asks for more than the descriptors allow, or the limits cannot fit the
+/// memory).
+fn log_limits(cfg: &Config, limits: &Limits, fd_limit: u64, memory: Option<MemoryLimit>) {
     if limits.clamped(cfg.max_connections) {
         warn!(
             "--max-connections {} lowered to {}: the most this build's {}-bit tokens allow",
@@ -998,16 +1008,28 @@ fn log_limits(cfg: &Config, limits: &Limits, fd_limit: u64) {
             limits.max_connections, limits.fd_room
         );
     }
+    let memory_text = memory.map_or("memory unknown".into(), |m| {
+        format!("memory {} MiB ({})", m.bytes >> 20, m.source.name())
+    });
+    if limits.over_memory() {
+        warn!(
+            "max connections {} and output budget {} KiB may need {} MiB (the worst case in \
+             docs/reliability.md), more than the {memory_text}: the server may be OOM-killed",
+            limits.max_connections,
+            limits.output_budget / 1024,
+            limits.worst_case() >> 20,
+        );
+    }
     let secs = |d: Option<Duration>| d.map_or("none".into(), |d| format!("{}s", d.as_secs()));
     info!(
-        "limits: open files {fd_limit}, max connections {}, per address {}, \
+        "limits: {memory_text}, open files {fd_limit}, max connections {}, per address {}, \
          max line {}, output per client {} KiB, output budget {} KiB, idle timeout {}, \
          output timeout {}, TCP keepalive {}",
         limits.max_connections,
         limits.per_ip.map_or("none".into(), |n| n.to_string()),
         cfg.max_line.map_or("none".into(), |n| format!("{n} bytes")),
         OUT_CAP / 1024,
-        cfg.output_budget / 1024,
+        limits.output_budget / 1024,
         secs(cfg.idle_timeout),
         secs(cfg.output_timeout),
         secs(cfg.tcp_keepalive),
@@ -1170,7 +1192,7 @@ mod tests {
     fn a_taken_port_is_an_addr_in_use_error_naming_the_address() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = taken.local_addr().expect("addr").to_string();
-        let Err(e) = Server::bind(&config(&["--listen", &addr]), 1024, Vec::new()) else {
+        let Err(e) = Server::bind(&config(&["--listen", &addr]), 1024, None, Vec::new()) else {
             panic!("bound {addr} twice");
         };
         assert_eq!(e.kind(), Some(io::ErrorKind::AddrInUse));

@@ -199,7 +199,7 @@ fn journald_format_has_priorities_and_no_timestamps() {
     cmd.args(["--listen", "127.0.0.1:0"])
         .env("JOURNAL_STREAM", "8:1234");
     let auto = Server::spawn(cmd);
-    auto.log.wait_for("<6>limits: open files");
+    auto.log.wait_for("<6>limits: memory ");
     let mut cmd = Command::new(common::bin());
     cmd.args(["--listen", "127.0.0.1:0", "--log-format", "text"])
         .env("JOURNAL_STREAM", "8:1234");
