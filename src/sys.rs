@@ -160,6 +160,11 @@ fn cgroup_limit(
 
 /// The root and mount point of the cgroup hierarchy of type `fstype`
 /// (`cgroup`: v1, with the memory controller if `memory`; `cgroup2`).
+/// Both as mountinfo writes them, which escapes a space, tab, newline or
+/// backslash (`\040`, `\011`, `\012`, `\134`): a root holding one (a
+/// systemd-nspawn `machine-a\x2db.scope`) does not prefix the group's
+/// path, and then only the limit at the mount's root, the container's own
+/// group, is found. Unescaping cost 500 bytes of binary.
 /// mountinfo: `ID PARENT MAJ:MIN ROOT POINT OPTIONS [TAGS...] - TYPE SOURCE SUPER`.
 fn cgroup_mount(mountinfo: &str, fstype: &str, memory: bool) -> Option<(String, String)> {
     mountinfo.lines().find_map(|l| {
@@ -171,32 +176,8 @@ fn cgroup_mount(mountinfo: &str, fstype: &str, memory: bool) -> Option<(String, 
         if *kind != fstype || (memory && !options.split(',').any(|o| o == "memory")) {
             return None;
         }
-        Some((unescape(root), unescape(point)))
+        Some((root.to_string(), point.to_string()))
     })
-}
-
-/// mountinfo writes a space, tab, newline and backslash in a path as
-/// `\040`, `\011`, `\012`, `\134`.
-fn unescape(field: &str) -> String {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match octal {
-            Some(d) if b[i] == b'\\' => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            _ => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).unwrap_or_default()
 }
 
 /// A limit file's value: bytes, `None` for "max" (v2: no limit) or text
@@ -362,16 +343,12 @@ mod tests {
     }
 
     #[test]
-    fn controllers_may_share_a_line_and_paths_are_unescaped() {
-        let cgroup = "7:cpu,memory,cpuacct:/a b\n";
-        let mounts =
-            "35 31 0:32 / /sys/fs/cgroup/cpu\\040mem rw - cgroup cgroup rw,cpu,memory,cpuacct\n";
-        let read = files(&[(
-            "/sys/fs/cgroup/cpu mem/a b/memory.limit_in_bytes",
-            "8388608",
-        )]);
+    fn controllers_may_share_a_line_and_an_escaped_root_still_finds_its_own_limit() {
+        let cgroup = "7:cpu,memory,cpuacct:/machine.slice/machine-a\\x2db.scope\n";
+        let mounts = "35 31 0:32 /machine.slice/machine-a\\134x2db.scope /sys/fs/cgroup/memory rw \
+                      - cgroup cgroup rw,cpu,memory,cpuacct\n";
+        let read = files(&[("/sys/fs/cgroup/memory/memory.limit_in_bytes", "8388608")]);
         let got = memory_limit_from(cgroup, mounts, MEMINFO, &read).unwrap();
         assert_eq!(got.bytes, 8 << 20);
-        assert_eq!(unescape(r"a\134b\011c\0"), "a\\b\tc\\0");
     }
 }
