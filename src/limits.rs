@@ -54,15 +54,15 @@ pub const MAX_BUSY_SLOTS: usize = 1024;
 /// more connections than descriptors, since every key holds one.
 pub const MAX_KEYS: usize = 1 << (usize::BITS - 2);
 
-/// The server before its first client: measured 2.1–2.2 MiB resident
+/// The server before its first client: measured 2,084–2,224 KiB resident
 /// (release build, x86_64, `VmRSS` right after `listening on`), rounded up
 /// for the listener's kernel side and the allocator's growth.
 pub const START_COST: u64 = 3 << 20;
 /// One idle client, as its host pays it: measured 4,083 B per client (the
 /// memory cgroup's usage, grown by 10,000 idle clients, 136 B of it the
 /// server's resident memory) where the cgroup charges sockets, as v2 does
-/// and v1 does once `memory.kmem.tcp.limit_in_bytes` is set; 1,699 B where
-/// it does not (v1's default). The larger, rounded up.
+/// and v1 does once `memory.kmem.tcp.limit_in_bytes` is set; 1,665–1,713 B
+/// where it does not (v1's default). The larger, rounded up.
 pub const IDLE_CLIENT_COST: u64 = 4 << 10;
 /// The kernel memory one client pins that sends without reading: measured
 /// 69,632 B charged to the cgroup's TCP memory per non-reader (`ss -tm`:

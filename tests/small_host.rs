@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 const HONEST: usize = 20;
 const IDLE: usize = 15_000;
 const NON_READERS: usize = 600;
-/// How long the non-readers push (and the honest clients keep asking).
+/// How long the non-readers push at most (and the honest clients keep
+/// asking): a refused one is done at once.
 const PUSH_FOR: Duration = Duration::from_secs(5);
 /// The liveness bound asserted, generous: at 10% of a core a request may
 /// wait out the accept bursts of thousands of clients.
