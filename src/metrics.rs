@@ -1,21 +1,30 @@
 //! `--metrics ADDR`: the loop's counters for Prometheus, over just enough
 //! HTTP/1.x to answer `GET /metrics`, on the same poll loop as the clients.
 //!
-//! A scrape is a second kind of connection: [`Scrape`] reads a request
-//! head (at most [`MAX_HEAD`] bytes, within [`SCRAPE_TIMEOUT`]), answers it
-//! once (`200` with the text format 0.0.4, `404` for any other path, `405`
-//! for any other method, `400` for anything else) and closes. At most
-//! [`MAX_SCRAPES`] are open at once; more are closed at accept. They never
-//! count against `--max-connections`, and their work is one small render
-//! and one write: they never delay line clients.
+//! The whole endpoint is here, behind the few calls the loop makes on an
+//! [`Endpoint`]: `bind` (through [`crate::net`]), `admit` a connection the
+//! loop accepted, `ready` on a scrape's event, `deadline` and `expire` for
+//! its timer, `close_all` at shutdown. A scrape reads a request head (at
+//! most [`MAX_HEAD`] bytes, within [`SCRAPE_TIMEOUT`]), answers it once
+//! (`200` with the text format 0.0.4, `404` for any other path, `405` for
+//! any other method, `400` for anything else), and closes. At most
+//! [`MAX_SCRAPES`] are open at once; a newcomer past that closes the
+//! oldest. They never count against `--max-connections`, and their work
+//! is one small render and one write: they never delay line clients.
 //!
-//! What is not here: accepting and polling (`server.rs`), and the counters
-//! themselves ([`crate::stats`]).
+//! What is not here: accepting (one helper in `server.rs` serves every
+//! listener, out-of-descriptor retry included), the poll itself, the
+//! counters ([`crate::stats`]), and the gauges' values (the loop's).
 
+use crate::net::{Listener, Peer, Stream};
+use crate::server::{Listening, Source};
 use crate::stats::{Entry, Stats};
-use mio::net::TcpStream;
+use log::{debug, info};
+use mio::{Interest, Registry};
+use slab::Slab;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Scrapes open at once; more are closed at accept. Prometheus scrapes one
@@ -126,98 +135,275 @@ pub fn render(stats: &Stats, g: &Gauges) -> String {
     out
 }
 
-/// What a scrape needs from the loop after it reads a complete head.
-pub enum Step {
+/// The metrics listener and its open scrapes: what the loop calls.
+pub struct Endpoint {
+    listener: Listener,
+    /// At most [`MAX_SCRAPES`]; key `k` is polled as `Source::Scrape(k)`.
+    scrapes: Slab<Scrape>,
+}
+
+impl Endpoint {
+    /// Binds the listener (through [`crate::net`]) and registers it.
+    pub fn bind(addr: SocketAddr, registry: &Registry) -> io::Result<Endpoint> {
+        let mut listener = Listener::bind_metrics(addr)?;
+        let token = Source::Listener(Listening::Metrics).token();
+        registry.register(&mut listener, token, Interest::READABLE)?;
+        info!(
+            "serving metrics on http://{}/metrics",
+            listener.local_addr()?
+        );
+        Ok(Endpoint {
+            listener,
+            scrapes: Slab::with_capacity(MAX_SCRAPES),
+        })
+    }
+
+    /// The listener, for the loop's accept helper.
+    pub fn listener(&self) -> &Listener {
+        &self.listener
+    }
+
+    /// Scrapes open now (each holds a descriptor).
+    pub fn open(&self) -> usize {
+        self.scrapes.len()
+    }
+
+    /// Takes a scrape just accepted. With every slot taken, the oldest
+    /// yields: an honest scrape is answered within a round trip of its
+    /// connect, so the oldest is the one that has sent least for longest,
+    /// and a few connections sending a byte now and then cannot keep a
+    /// real scrape out (as they could when the newcomer was refused).
+    pub fn admit(&mut self, stream: Stream, peer: Peer, registry: &Registry, now: Instant) {
+        let oldest = self.scrapes.iter().min_by_key(|(_, s)| s.since);
+        if let Some((k, _)) = oldest.filter(|_| self.scrapes.len() >= MAX_SCRAPES) {
+            debug!("metrics: closed scrape {k}, the oldest, for {peer}");
+            self.close(k, registry);
+        }
+        let entry = self.scrapes.vacant_entry();
+        let k = entry.key();
+        let mut scrape = Scrape::new(stream, now);
+        let both = Interest::READABLE.add(Interest::WRITABLE);
+        if let Err(e) = registry.register(&mut scrape.stream, Source::Scrape(k).token(), both) {
+            debug!("metrics: could not register {peer}: {e}");
+            return;
+        }
+        debug!("metrics: accepted {peer} as scrape {k}");
+        entry.insert(scrape);
+    }
+
+    /// Scrape `k` had an event: drives it (rendering `metrics()` if its
+    /// head asks for them), and closes it once done. A stale event (`k`
+    /// closed earlier in the batch, or taken by a newcomer since) only
+    /// makes a scrape try what its socket allows.
+    pub fn ready(
+        &mut self,
+        k: usize,
+        registry: &Registry,
+        now: Instant,
+        metrics: impl FnOnce() -> String,
+    ) {
+        if let Some(scrape) = self.scrapes.get_mut(k)
+            && scrape.drive(now, metrics) == Step::Close
+        {
+            self.close(k, registry);
+        }
+    }
+
+    /// The earliest scrape deadline, for the loop's poll timeout.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.scrapes.iter().map(|(_, s)| s.deadline).min()
+    }
+
+    /// Closes the scrapes whose deadline has passed (a scan of at most
+    /// [`MAX_SCRAPES`]: cheaper than the loop's heap).
+    pub fn expire(&mut self, now: Instant, registry: &Registry) {
+        for k in 0..self.scrapes.capacity() {
+            if self.scrapes.get(k).is_some_and(|s| s.deadline <= now) {
+                debug!("metrics: scrape {k} timed out");
+                self.close(k, registry);
+            }
+        }
+    }
+
+    /// Shutdown: closes the listener and every scrape.
+    pub fn close_all(mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.listener);
+        for mut scrape in self.scrapes.drain() {
+            let _ = registry.deregister(&mut scrape.stream);
+        }
+    }
+
+    fn close(&mut self, k: usize, registry: &Registry) {
+        if let Some(mut scrape) = self.scrapes.try_remove(k) {
+            let _ = registry.deregister(&mut scrape.stream);
+        }
+    }
+}
+
+/// What a drive leaves a scrape needing.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
     /// Wait for more readiness.
     Wait,
     /// Finished (answered, refused, or failed): close it.
     Close,
 }
 
-/// One metrics connection: its head so far, then its answer.
-pub struct Scrape {
-    stream: TcpStream,
-    head: Vec<u8>,
-    /// The answer, once the head is complete, and how much of it is written.
-    answer: Option<(Vec<u8>, usize)>,
-    /// Closed unanswered if not done by then.
-    pub deadline: Instant,
+/// Where a scrape is in its life.
+enum Phase {
+    /// Reading its request head.
+    Head(Head),
+    /// Writing its answer: the bytes, and how many are written.
+    Answer(Vec<u8>, usize),
+    /// Answered, our FIN sent after it: reading and dropping what the
+    /// client still sends (a pipelined request, a body) until its EOF,
+    /// and how much that was. Closing a socket with unread bytes sends a
+    /// reset, which can destroy the answer before the client has read it.
+    /// At most [`MAX_HEAD`] bytes, within [`LINGER`]: past either, the
+    /// close may reset, and a client that sends what it was not asked for
+    /// may lose its answer.
+    Drain(usize),
+}
+
+/// How long an answered scrape waits for the client's EOF.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// One metrics connection.
+struct Scrape {
+    stream: Stream,
+    phase: Phase,
+    /// When it was accepted: the oldest yields to a newcomer.
+    since: Instant,
+    /// Closed if not done by then.
+    deadline: Instant,
 }
 
 impl Scrape {
-    /// A new scrape, accepted at `now`.
-    pub fn new(stream: TcpStream, now: Instant) -> Self {
+    fn new(stream: Stream, now: Instant) -> Self {
         Scrape {
             stream,
-            head: Vec::new(),
-            answer: None,
+            phase: Phase::Head(Head::default()),
+            since: now,
             deadline: now + SCRAPE_TIMEOUT,
         }
     }
 
-    /// The socket, for (de)registration.
-    pub fn stream(&mut self) -> &mut TcpStream {
-        &mut self.stream
-    }
-
     /// Reads what has arrived (edge-triggered: until `WouldBlock`), answers
     /// a complete head with `metrics()` rendered, writes what the socket
-    /// takes. Events are only hints here: every call tries both.
-    pub fn drive(&mut self, metrics: impl FnOnce() -> String) -> Step {
-        if self.answer.is_none() {
-            let mut buf = [0u8; READ_CHUNK];
-            let mut eof = false;
-            loop {
-                match self.stream.read(&mut buf) {
-                    // The head is what came before: a client may half-close
-                    // after its request (`printf ... | nc -N` does).
-                    Ok(0) => {
-                        eof = true;
-                        break;
-                    }
-                    Ok(n) => {
-                        self.head.extend_from_slice(&buf[..n]);
-                        if self.head.len() > MAX_HEAD {
-                            return Step::Close;
+    /// takes, then drains. Events are only hints: each call does what the
+    /// phase needs until the socket says `WouldBlock`.
+    fn drive(&mut self, now: Instant, metrics: impl FnOnce() -> String) -> Step {
+        let mut metrics = Some(metrics);
+        let mut buf = [0u8; READ_CHUNK];
+        loop {
+            let next = match &mut self.phase {
+                Phase::Head(head) => match io(|| self.stream.read(&mut buf)) {
+                    Err(step) => return step,
+                    Ok(0) => return Step::Close, // ended before its head did
+                    Ok(n) => match head.push(&buf[..n]) {
+                        Parsed::Partial => continue,
+                        Parsed::TooLong => return Step::Close,
+                        Parsed::Complete => {
+                            // (Once per scrape: the phase moves on.)
+                            let render = || metrics.take().map_or_else(String::new, |m| m());
+                            Phase::Answer(respond(head.bytes(), render), 0)
+                        }
+                    },
+                },
+                Phase::Answer(answer, written) if *written == answer.len() => {
+                    // All written: our FIN follows it.
+                    let _ = self.stream.shutdown(std::net::Shutdown::Write);
+                    self.deadline = self.deadline.min(now + LINGER);
+                    Phase::Drain(0)
+                }
+                Phase::Answer(answer, written) => {
+                    match io(|| self.stream.write(&answer[*written..])) {
+                        Err(step) => return step,
+                        Ok(0) => return Step::Close,
+                        Ok(n) => {
+                            *written += n;
+                            continue;
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return Step::Close,
                 }
-            }
-            let Some(end) = find(&self.head, b"\r\n\r\n").or_else(|| find(&self.head, b"\n\n"))
-            else {
-                // Incomplete: wait for more, unless no more can come.
-                return if eof { Step::Close } else { Step::Wait };
+                Phase::Drain(dropped) => match io(|| self.stream.read(&mut buf)) {
+                    Err(step) => return step,
+                    // The client's EOF (done), or more than a drain allows.
+                    Ok(n) if n == 0 || *dropped + n > MAX_HEAD => return Step::Close,
+                    Ok(n) => {
+                        *dropped += n;
+                        continue;
+                    }
+                },
             };
-            self.answer = Some((respond(&self.head[..end], metrics), 0));
+            self.phase = next;
         }
-        let Some((answer, written)) = &mut self.answer else {
-            return Step::Wait;
-        };
-        while *written < answer.len() {
-            match self.stream.write(&answer[*written..]) {
-                Ok(0) => return Step::Close,
-                Ok(n) => *written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Step::Close,
-            }
-        }
-        // All written: our FIN follows it (the head was read to the end,
-        // so closing resets nothing unread).
-        let _ = self.stream.shutdown(std::net::Shutdown::Write);
-        Step::Close
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+/// One read or write, again if interrupted. `Err`: what the scrape needs
+/// next, `Wait` after `WouldBlock` and `Close` after any other error.
+fn io(mut op: impl FnMut() -> io::Result<usize>) -> Result<usize, Step> {
+    loop {
+        match op() {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(Step::Wait),
+            Err(_) => return Err(Step::Close),
+        }
+    }
 }
 
-/// The whole HTTP answer to a request head (without its blank line).
-fn respond(head: &[u8], metrics: impl FnOnce() -> String) -> Vec<u8> {
+/// How far a request head has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed {
+    /// No empty line yet: read more.
+    Partial,
+    /// Complete: it ends at its first empty line (`\r\n`, or a bare `\n`
+    /// as some clients send), which is not kept.
+    Complete,
+    /// [`MAX_HEAD`] bytes and no empty line in them: close unanswered.
+    TooLong,
+}
+
+/// A request head, read in pieces. Only its first [`MAX_HEAD`] bytes are
+/// kept, and the outcome depends on them alone, not on how reads cut them
+/// (fuzz/fuzz_targets/scrape_head.rs checks both).
+#[derive(Debug, Default)]
+pub struct Head {
+    bytes: Vec<u8>,
+}
+
+impl Head {
+    /// Adds what a read returned. After `Complete` or `TooLong`, call no
+    /// more.
+    pub fn push(&mut self, read: &[u8]) -> Parsed {
+        // An empty line may straddle two reads: look from 2 bytes back.
+        let from = self.bytes.len().saturating_sub(2);
+        let room = MAX_HEAD - self.bytes.len();
+        self.bytes.extend_from_slice(&read[..read.len().min(room)]);
+        let b = &self.bytes;
+        let empty_line_after =
+            |i: usize| b[i + 1..].starts_with(b"\n") || b[i + 1..].starts_with(b"\r\n");
+        match (from..b.len()).find(|&i| b[i] == b'\n' && empty_line_after(i)) {
+            Some(i) => {
+                // What follows (a pipelined request, a body) is dropped.
+                self.bytes.truncate(i);
+                Parsed::Complete
+            }
+            None if b.len() == MAX_HEAD => Parsed::TooLong,
+            None => Parsed::Partial,
+        }
+    }
+
+    /// The head so far; once complete, up to its empty line.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// The whole HTTP answer to a request head (without its empty line).
+pub fn respond(head: &[u8], metrics: impl FnOnce() -> String) -> Vec<u8> {
     let request_line = head.split(|&b| b == b'\n').next().unwrap_or(&[]);
     let request_line = request_line.strip_suffix(b"\r").unwrap_or(request_line);
     let parts: Vec<&[u8]> = request_line.split(|&b| b == b' ').collect();
@@ -362,6 +548,43 @@ mod tests {
         let text = render(&stats, &gauges);
         assert!(text.len() <= RENDER_MAX, "{} bytes", text.len());
         assert!(RENDER_MAX - text.len() < 512, "RENDER_MAX is far too big");
+    }
+
+    #[test]
+    fn a_head_ends_at_its_first_empty_line_however_it_is_cut() {
+        let parse = |stream: &[u8], cut: usize| {
+            let mut head = Head::default();
+            let mut last = Parsed::Partial;
+            for piece in stream.chunks(cut) {
+                last = head.push(piece);
+                if last != Parsed::Partial {
+                    break;
+                }
+            }
+            (last, head.bytes().to_vec())
+        };
+        let complete = |head: &str| (Parsed::Complete, head.as_bytes().to_vec());
+        for cut in [1, 2, 3, 1000] {
+            let p = |s: &str| parse(s.as_bytes(), cut);
+            assert_eq!(
+                p("GET / HTTP/1.1\r\nA: b\r\n\r\nbody"),
+                complete("GET / HTTP/1.1\r\nA: b\r")
+            );
+            assert_eq!(p("GET / HTTP/1.1\n\r\n"), complete("GET / HTTP/1.1"));
+            assert_eq!(
+                p("GET / HTTP/1.1\nA: b\n\nGET"),
+                complete("GET / HTTP/1.1\nA: b")
+            );
+            assert_eq!(p("GET / HTTP/1.1\r\n\rX\r\n").0, Parsed::Partial);
+        }
+        let long = vec![b'x'; MAX_HEAD + 10];
+        assert_eq!(parse(&long, 1000).0, Parsed::TooLong);
+        // The empty line must be within the first MAX_HEAD bytes.
+        let mut late = vec![b'x'; MAX_HEAD - 2];
+        late.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(parse(&late, 7).0, Parsed::TooLong);
+        late.drain(..2);
+        assert_eq!(parse(&late, 7).0, Parsed::Complete);
     }
 
     #[test]

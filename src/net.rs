@@ -124,6 +124,18 @@ impl Listener {
         Ok(Listener::Tcp(TcpListener::from_std(socket.into())))
     }
 
+    /// `--metrics ADDR`: a non-blocking TCP listener for scrapes, with
+    /// `SO_REUSEADDR` but none of [`ClientSockets`]' options (a scrape
+    /// sends a few hundred bytes and takes a few KiB).
+    pub fn bind_metrics(addr: SocketAddr) -> io::Result<Self> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(BACKLOG)?;
+        socket.set_nonblocking(true)?;
+        Ok(Listener::Tcp(TcpListener::from_std(socket.into())))
+    }
+
     /// Binds a Unix listener at `path`. A socket file left behind by a dead
     /// server is replaced; one that a live server answers on is not. With
     /// `mode` (`--unix-mode`), the file gets exactly those permission bits,

@@ -9,7 +9,7 @@
 //!  │       signals  ──► SIGTERM/SIGINT: stop accepting, close every client gracefully;
 //!  │                    SIGUSR1: log the counters
 //!  │       client   ──► latch readiness, Conn::drive (read, answer, write)
-//!  │       metrics  ──► accept a scrape / read its head, answer, close (--metrics)
+//!  │       metrics  ──► accept a scrape / Endpoint::ready (--metrics)
 //!  │     drive the "again" list (clients whose read budget ran out)
 //!  │     fire due deadlines (idle, output and header timeouts, lingering close,
 //!  │                         accept retry, stats, slow scrapes)
@@ -18,8 +18,10 @@
 //! ```
 //!
 //! Connections live in a `Slab`; a connection's key is its `Token`.
-//! Listener and signal tokens sit far above any slab key. Per-connection
-//! work is in [`crate::conn`]; this file decides *when* each one runs.
+//! Listener and signal tokens sit far above any slab key, and an event's
+//! token is decoded once, into a [`Source`]. Per-connection work is in
+//! [`crate::conn`] (and a scrape's in [`crate::metrics`]); this file
+//! decides *when* each one runs.
 
 use crate::answers::AnswerBuf;
 use crate::config::{Cidr, Config};
@@ -28,7 +30,7 @@ use crate::conn::{
     TURN_READ_BUDGET, Timeouts, Wake, Why, turn_away,
 };
 use crate::limits::{Asked, Limits, MAX_KEYS};
-use crate::metrics::{Gauges, MAX_SCRAPES, Scrape, Step};
+use crate::metrics::{Endpoint, Gauges, MAX_SCRAPES};
 use crate::net::{ClientSockets, Listener, Peer, Stream};
 use crate::numbers::Numbers;
 use crate::per_ip::PerAddress;
@@ -44,19 +46,67 @@ use slab::Slab;
 use std::io;
 use std::time::{Duration, Instant};
 
+/// What an event's token stands for: every token the loop registers is
+/// made by [`Source::token`], and every event's is read back once by
+/// [`Source::decode`], for the dispatch in `run` and for its trace line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The signal pipe.
+    Signals,
+    /// A listener.
+    Listener(Listening),
+    /// Metrics connection `k` ([`crate::metrics`]).
+    Scrape(usize),
+    /// The client in slab slot `key`.
+    Client(usize),
+}
+
+/// Which listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listening {
+    /// Line listener `i` (TCP or Unix).
+    Line(usize),
+    /// `--metrics`.
+    Metrics,
+}
+
 /// The signal pipe's token; listener `i` is `LISTENERS + i`; the metrics
 /// listener is `METRICS`, and metrics connection `k` is `SCRAPES + k`. All
 /// at or above [`MAX_KEYS`], which no slab key reaches (see `admit`), so an
-/// event can never be mistaken for a client's, and the loop tells the kinds
-/// apart by the token alone. In a 32-bit `usize` too: 2^30 and up.
-const SIGNALS: Token = Token(MAX_KEYS);
+/// event can never be mistaken for a client's. In a 32-bit `usize` too:
+/// 2^30 and up.
+const SIGNALS: usize = MAX_KEYS;
 const LISTENERS: usize = MAX_KEYS + 1;
-const METRICS: Token = Token(2 * MAX_KEYS - 1);
+const METRICS: usize = 2 * MAX_KEYS - 1;
 const SCRAPES: usize = 2 * MAX_KEYS;
 // Checked when compiling, for the target's `usize`: the ranges are in
 // order and the last one fits.
-const _: () = assert!(LISTENERS < METRICS.0 && METRICS.0 < SCRAPES);
+const _: () = assert!(LISTENERS < METRICS && METRICS < SCRAPES);
 const _: () = assert!(SCRAPES.checked_add(MAX_SCRAPES).is_some());
+
+impl Source {
+    /// The token to register this source under.
+    pub fn token(self) -> Token {
+        Token(match self {
+            Source::Signals => SIGNALS,
+            Source::Listener(Listening::Line(i)) => LISTENERS + i,
+            Source::Listener(Listening::Metrics) => METRICS,
+            Source::Scrape(k) => SCRAPES + k,
+            Source::Client(key) => key,
+        })
+    }
+
+    /// What an event's token stands for: the inverse of [`Source::token`].
+    pub fn decode(Token(t): Token) -> Source {
+        match t {
+            key if key < MAX_KEYS => Source::Client(key),
+            SIGNALS => Source::Signals,
+            METRICS => Source::Listener(Listening::Metrics),
+            t if t >= SCRAPES => Source::Scrape(t - SCRAPES),
+            t => Source::Listener(Listening::Line(t - LISTENERS)),
+        }
+    }
+}
 /// Events per poll: enough that a turn sees every busy client (a small
 /// number here delays clients behind a few chatty ones).
 const EVENTS_CAPACITY: usize = 1024;
@@ -86,7 +136,7 @@ pub struct Server {
     listeners: Vec<Listener>,
     signals: Signals,
     /// `--metrics`: its listener and open scrapes, if asked for.
-    metrics: Option<Metrics>,
+    metrics: Option<Endpoint>,
 
     // The clients.
     conns: Slab<Slot>,
@@ -192,12 +242,6 @@ impl Warned {
     }
 }
 
-/// The metrics listener and its connections (at most `MAX_SCRAPES`).
-struct Metrics {
-    listener: mio::net::TcpListener,
-    scrapes: Slab<Scrape>,
-}
-
 /// Why the server could not start: what it was doing, and the system's
 /// error (kept as the source, so a caller can match its kind).
 #[derive(Debug)]
@@ -254,7 +298,7 @@ impl Server {
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGUSR1])
             .map_err(failed("cannot install signal handlers"))?;
         poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .register(&mut signals, Source::Signals.token(), Interest::READABLE)
             .map_err(failed("cannot register the signal pipe"))?;
         let listeners = bind_listeners(&poll, cfg, inherited)?;
         if cfg.proxy_protocol && cfg.proxy_from.is_empty() {
@@ -266,7 +310,10 @@ impl Server {
         }
         let metrics = match cfg.metrics {
             None => None,
-            Some(addr) => Some(Metrics::bind(&poll, addr)?),
+            Some(addr) => Some(
+                Endpoint::bind(addr, poll.registry())
+                    .map_err(failed(format!("cannot serve metrics on {addr}")))?,
+            ),
         };
         let numbers = Numbers::new(cfg.min, cfg.max, cfg.seed).map_err(|e| StartError {
             what: e.to_string(),
@@ -355,15 +402,15 @@ impl Server {
 
             for event in events.iter() {
                 self.shared.stats.events += 1;
+                let source = Source::decode(event.token());
                 if tracing {
-                    self.trace_event(event);
+                    self.trace_event(source, event);
                 }
-                match event.token() {
-                    SIGNALS => self.on_signal(),
-                    METRICS => self.accept_scrapes(),
-                    Token(t) if t >= SCRAPES => self.scrape(t - SCRAPES),
-                    Token(t) if t >= LISTENERS => self.accept(t - LISTENERS),
-                    Token(key) => {
+                match source {
+                    Source::Signals => self.on_signal(),
+                    Source::Listener(from) => self.accept(from),
+                    Source::Scrape(k) => self.scrape(k),
+                    Source::Client(key) => {
                         if let Some(slot) = self.conns.get_mut(key) {
                             slot.conn.mark_ready(event);
                         }
@@ -428,16 +475,12 @@ impl Server {
         if !self.state.again.is_empty() {
             return Some(Duration::ZERO);
         }
-        let scrapes_due = self
-            .metrics
-            .as_ref()
-            .and_then(|m| m.scrapes.iter().map(|(_, s)| s.deadline).min());
         let earliest = [
             self.timers.next(),
             self.state.accept_retry,
             self.state.stopping,
             self.state.stats_due,
-            scrapes_due,
+            self.metrics.as_ref().and_then(Endpoint::deadline),
         ]
         .into_iter()
         .flatten()
@@ -445,47 +488,66 @@ impl Server {
         Some(earliest.saturating_duration_since(Instant::now()))
     }
 
-    /// Accepts every pending connection on listener `i`. Edge-triggered: a
+    /// Accepts every pending connection on `from`, a line listener's
+    /// clients or the metrics endpoint's scrapes. Edge-triggered: a
     /// connection left in the backlog would get no new event.
-    fn accept(&mut self, i: usize) {
+    fn accept(&mut self, from: Listening) {
         if self.state.stopping.is_some() {
             return;
         }
+        while let Some((stream, peer)) = self.next_pending(from) {
+            match (from, &mut self.metrics) {
+                (Listening::Line(_), _) => self.admit(stream, peer),
+                (Listening::Metrics, Some(m)) => {
+                    m.admit(stream, peer, self.poll.registry(), self.shared.now);
+                }
+                (Listening::Metrics, None) => {}
+            }
+        }
+    }
+
+    /// The next connection waiting on `from`; `None` when there is none
+    /// for now: its backlog is empty (the next connection brings an event),
+    /// or accepting must wait, and `accept_retry` (or a close) comes back
+    /// to every listener, the metrics one included.
+    fn next_pending(&mut self, from: Listening) -> Option<(Stream, Peer)> {
         loop {
-            let Some(listener) = self.listeners.get(i) else {
-                return;
+            let listener = match from {
+                Listening::Line(i) => self.listeners.get(i),
+                Listening::Metrics => self.metrics.as_ref().map(Endpoint::listener),
+            }?;
+            let e = match listener.accept() {
+                Ok(pending) => return Some(pending),
+                Err(e) => e,
             };
-            match listener.accept() {
-                Ok((stream, peer)) => {
-                    self.state.accept_retry = None;
-                    self.admit(stream, peer);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_out_of_fds(&e) => {
-                    self.shared.stats.accept_emfile += 1;
-                    // The client stays queued in the backlog. Trying again
-                    // now would spin; stopping for good would stall it. So:
-                    // retry when one of ours closes, or after a short wait.
-                    self.state.accept_retry = Some(self.shared.now + ACCEPT_RETRY);
-                    if self.state.fd_warned.due(self.shared.now) {
-                        warn!(
-                            "out of file descriptors ({e}) with {} clients: \
-                             new clients wait in the backlog",
-                            self.state.clients
-                        );
-                    }
-                    return;
-                }
-                // Errors of one connection (aborted before accept, a
-                // firewall's EPERM, a network error): skip it, carry on.
-                Err(e) if is_per_connection(&e) => debug!("accept: {e}"),
-                Err(e) => {
-                    warn!("accept failed: {e}; retrying shortly");
-                    self.state.accept_retry = Some(self.shared.now + ACCEPT_RETRY);
-                    return;
+            match e.kind() {
+                io::ErrorKind::WouldBlock => return None,
+                io::ErrorKind::Interrupted => continue,
+                _ => {}
+            }
+            // Errors of one connection (aborted before accept, a
+            // firewall's EPERM, a network error): skip it, carry on.
+            if is_per_connection(&e) {
+                debug!("accept: {e}");
+                continue;
+            }
+            // The connection stays queued in the backlog. Trying again
+            // now would spin; stopping for good would stall it. So: retry
+            // when one of ours closes, or after a short wait.
+            self.state.accept_retry = Some(self.shared.now + ACCEPT_RETRY);
+            if !is_out_of_fds(&e) {
+                warn!("accept failed: {e}; retrying shortly");
+            } else {
+                self.shared.stats.accept_emfile += 1;
+                if self.state.fd_warned.due(self.shared.now) {
+                    warn!(
+                        "out of file descriptors ({e}) with {} clients: \
+                         new clients wait in the backlog",
+                        self.state.clients
+                    );
                 }
             }
+            return None;
         }
     }
 
@@ -690,18 +752,8 @@ impl Server {
     /// `stats:` line, and connection deadlines.
     fn fire_timers(&mut self) {
         let now = self.shared.now;
-        // Scrapes too slow to send their head or take their answer.
         if let Some(m) = &mut self.metrics {
-            let late: Vec<usize> = m
-                .scrapes
-                .iter()
-                .filter(|(_, s)| s.deadline <= now)
-                .map(|(k, _)| k)
-                .collect();
-            for key in late {
-                debug!("metrics connection {key} timed out");
-                self.close_scrape(key);
-            }
+            m.expire(now, self.poll.registry());
         }
         if self.state.accept_retry.is_some_and(|at| at <= now) {
             self.state.accept_retry = None;
@@ -782,87 +834,34 @@ impl Server {
         }
     }
 
-    /// Accepts metrics connections until `WouldBlock`; past
-    /// `MAX_SCRAPES` open, a new one is closed at once.
-    fn accept_scrapes(&mut self) {
+    /// Metrics connection `k` had an event. The gauges are computed only
+    /// when a complete head asks for them.
+    fn scrape(&mut self, k: usize) {
         let Some(m) = &mut self.metrics else {
-            return;
-        };
-        loop {
-            match m.listener.accept() {
-                Ok((stream, peer)) => {
-                    if m.scrapes.len() >= MAX_SCRAPES {
-                        debug!("metrics: refused {peer}, {MAX_SCRAPES} scrapes open");
-                        continue; // dropped: closed
-                    }
-                    let entry = m.scrapes.vacant_entry();
-                    let token = Token(SCRAPES + entry.key());
-                    let mut scrape = Scrape::new(stream, self.shared.now);
-                    if let Err(e) = self.poll.registry().register(
-                        scrape.stream(),
-                        token,
-                        Interest::READABLE.add(Interest::WRITABLE),
-                    ) {
-                        debug!("metrics: could not register {peer}: {e}");
-                        continue;
-                    }
-                    entry.insert(scrape);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // One connection's error: the next may be fine, and no new
-                // edge would announce it.
-                Err(e) if is_per_connection(&e) => debug!("metrics: accept: {e}"),
-                // Out of descriptors: line clients come first; a scraper
-                // retries at its next interval, and its connect waits in
-                // the backlog meanwhile.
-                Err(e) => {
-                    debug!("metrics: accept: {e}");
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Drives metrics connection `key`: read its head, answer, close. The
-    /// gauges are computed only when a complete head asks for them.
-    fn scrape(&mut self, key: usize) {
-        let Some(m) = &mut self.metrics else {
-            return;
-        };
-        let scrapes = m.scrapes.len();
-        let Some(scrape) = m.scrapes.get_mut(key) else {
             return;
         };
         let (conns, shared) = (&self.conns, &self.shared);
+        let open_fds = self.settings.base_fds + (conns.len() + m.open()) as u64;
         let gauges = || Gauges {
             open: self.state.clients as u64,
             max_connections: self.limits.max_connections as u64,
             peak: shared.stats.peak,
             pending_out: shared.pending_out as u64,
-            open_fds: self.settings.base_fds + (conns.len() + scrapes) as u64,
+            open_fds,
             max_fds: self.settings.fd_limit,
             resident_bytes: crate::metrics::resident_bytes(),
             ..count_clients(conns)
         };
-        match scrape.drive(|| crate::metrics::render(&shared.stats, &gauges())) {
-            Step::Wait => {}
-            Step::Close => self.close_scrape(key),
-        }
+        let render = || crate::metrics::render(&shared.stats, &gauges());
+        m.ready(k, self.poll.registry(), shared.now, render);
     }
 
-    fn close_scrape(&mut self, key: usize) {
-        if let Some(m) = &mut self.metrics
-            && let Some(mut scrape) = m.scrapes.try_remove(key)
-        {
-            let _ = self.poll.registry().deregister(scrape.stream());
-        }
-    }
-
+    /// Accepts on every listener: descriptors may be back.
     fn accept_all(&mut self) {
         for i in 0..self.listeners.len() {
-            self.accept(i);
+            self.accept(Listening::Line(i));
         }
+        self.accept(Listening::Metrics);
     }
 
     /// SIGTERM or SIGINT: the first starts a graceful drain, a second one
@@ -905,11 +904,8 @@ impl Server {
             for mut l in self.listeners.drain(..) {
                 let _ = self.poll.registry().deregister(&mut l);
             }
-            if let Some(mut m) = self.metrics.take() {
-                let _ = self.poll.registry().deregister(&mut m.listener);
-                for mut scrape in m.scrapes.drain() {
-                    let _ = self.poll.registry().deregister(scrape.stream());
-                }
+            if let Some(m) = self.metrics.take() {
+                m.close_all(self.poll.registry());
             }
             self.state.accept_retry = None;
             // Every client: answers already owed are flushed, then FIN,
@@ -932,13 +928,13 @@ impl Server {
     }
 
     /// One trace line per readiness event: who, and the flags mio saw.
-    fn trace_event(&self, event: &Event) {
-        let who = match event.token() {
-            SIGNALS => "signals".to_string(),
-            METRICS => "metrics listener".to_string(),
-            Token(t) if t >= SCRAPES => format!("metrics connection {}", t - SCRAPES),
-            Token(t) if t >= LISTENERS => format!("listener {}", t - LISTENERS),
-            Token(t) => match self.conns.get(t) {
+    fn trace_event(&self, source: Source, event: &Event) {
+        let who = match source {
+            Source::Signals => "signals".to_string(),
+            Source::Listener(Listening::Metrics) => "metrics listener".to_string(),
+            Source::Scrape(k) => format!("metrics connection {k}"),
+            Source::Listener(Listening::Line(i)) => format!("listener {i}"),
+            Source::Client(t) => match self.conns.get(t) {
                 Some(slot) => format!("token {t} ({})", slot.conn.peer),
                 None => format!("token {t}"),
             },
@@ -981,7 +977,11 @@ fn bind_listeners(
             .local_addr()
             .map_err(failed("cannot read the bound address"))?;
         poll.registry()
-            .register(l, Token(LISTENERS + i), Interest::READABLE)
+            .register(
+                l,
+                Source::Listener(Listening::Line(i)).token(),
+                Interest::READABLE,
+            )
             .map_err(failed(format!("cannot register {addr}")))?;
         info!("listening on {addr}");
     }
@@ -1034,25 +1034,6 @@ fn log_limits(cfg: &Config, limits: &Limits, fd_limit: u64, memory: Option<Memor
         secs(cfg.output_timeout),
         secs(cfg.tcp_keepalive),
     );
-}
-
-impl Metrics {
-    /// `--metrics ADDR`: binds and registers the metrics listener.
-    fn bind(poll: &Poll, addr: std::net::SocketAddr) -> Result<Metrics, StartError> {
-        let what = format!("cannot serve metrics on {addr}");
-        let std_listener = std::net::TcpListener::bind(addr).map_err(failed(&what))?;
-        std_listener.set_nonblocking(true).map_err(failed(&what))?;
-        let mut listener = mio::net::TcpListener::from_std(std_listener);
-        poll.registry()
-            .register(&mut listener, METRICS, Interest::READABLE)
-            .map_err(failed(&what))?;
-        let bound = listener.local_addr().map_err(failed(&what))?;
-        info!("serving metrics on http://{bound}/metrics");
-        Ok(Metrics {
-            listener,
-            scrapes: Slab::with_capacity(MAX_SCRAPES),
-        })
-    }
 }
 
 /// Lingering and paused clients, for a scrape: one walk of the slab, a
@@ -1184,6 +1165,30 @@ mod tests {
             size <= bound,
             "a slab entry grew to {size} bytes (bound {bound})"
         );
+    }
+
+    /// Every token decodes to the source it was made for, at the edges of
+    /// each range too.
+    #[test]
+    fn tokens_decode_to_what_they_were_made_for() {
+        let sources = [
+            Source::Client(0),
+            Source::Client(MAX_KEYS - 1),
+            Source::Signals,
+            Source::Listener(Listening::Line(0)),
+            Source::Listener(Listening::Line(7)),
+            Source::Listener(Listening::Metrics),
+            Source::Scrape(0),
+            Source::Scrape(MAX_SCRAPES - 1),
+        ];
+        for source in sources {
+            assert_eq!(
+                Source::decode(source.token()),
+                source,
+                "{:?}",
+                source.token()
+            );
+        }
     }
 
     /// A start-up failure keeps the system's error: a caller matches its

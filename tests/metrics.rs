@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// A server with `--metrics 127.0.0.1:0`, and the metrics address it logs.
@@ -15,14 +17,17 @@ fn start(args: &[&str]) -> (Server, SocketAddr) {
     let mut all = vec!["--metrics", "127.0.0.1:0"];
     all.extend_from_slice(args);
     let server = Server::start(&all);
-    let line = server.log.wait_for("serving metrics on http://");
-    let addr = line
-        .split("http://")
+    let addr = metrics_addr(&server.log.wait_for("serving metrics on http://"));
+    (server, addr)
+}
+
+/// The address in a `serving metrics on http://ADDR/metrics` line.
+fn metrics_addr(line: &str) -> SocketAddr {
+    line.split("http://")
         .nth(1)
         .and_then(|rest| rest.strip_suffix("/metrics"))
         .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no metrics address in {line:?}"));
-    (server, addr)
+        .unwrap_or_else(|| panic!("no metrics address in {line:?}"))
 }
 
 /// `curl -s` of `path`: the HTTP status and the body.
@@ -165,25 +170,129 @@ fn scrapes_never_count_against_line_clients_and_are_capped() {
     let (server, metrics) = start(&["--max-connections", "1"]);
     let mut line_client = server.connect();
     line_client.ask("hello");
-    // Four idle metrics connections: the cap. A fifth is closed at once.
-    let held: Vec<TcpStream> = (0..4)
-        .map(|_| TcpStream::connect_timeout(&metrics, WAIT).expect("connect"))
-        .collect();
-    std::thread::sleep(Duration::from_millis(200));
-    let mut fifth = TcpStream::connect_timeout(&metrics, WAIT).expect("connect");
-    fifth.set_read_timeout(Some(WAIT)).expect("timeout");
+    // Four idle metrics connections: the cap.
+    let started = Instant::now();
+    let mut held: Vec<TcpStream> = Vec::new();
+    for n in 1..=4 {
+        held.push(TcpStream::connect_timeout(&metrics, WAIT).expect("connect"));
+        server.log.wait_for_nth("metrics: accepted", n);
+    }
+    // A fifth is answered: the oldest of the four is closed for it, long
+    // before its own timeout.
+    assert_eq!(scrape(metrics), Some(200));
+    held[0].set_read_timeout(Some(WAIT)).expect("timeout");
     let mut buf = [0u8; 16];
     assert!(
-        matches!(fifth.read(&mut buf), Ok(0) | Err(_)),
-        "a fifth scrape was kept"
+        matches!(held[0].read(&mut buf), Ok(0)),
+        "the oldest was kept"
+    );
+    assert!(
+        started.elapsed() < SCRAPE_TIMEOUT,
+        "{:?}",
+        started.elapsed()
     );
     // The line client is served throughout, and the one line slot is its.
     line_client.ask("still here");
     let mut second = server.connect();
     assert_eq!(second.rest_until_eof(), b"ERR server busy\n");
-    drop(held);
-    // Once they are gone, a scrape is answered again.
-    common::wait_until("a scrape is answered again", WAIT, || {
-        curl(metrics, "/metrics").0 == 200
+}
+
+/// The metrics timeout (src/metrics.rs `SCRAPE_TIMEOUT`).
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One scrape over a raw socket, bounded: the status of its answer, or
+/// `None` if it was closed unanswered or not answered within 3 s.
+fn scrape(addr: SocketAddr) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .ok()?;
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+/// Four connections that each send a request head one byte a second (and
+/// connect again when closed) once held every scrape slot, for 5 s each,
+/// and a real scrape was closed at accept: none was answered. The oldest
+/// now yields to a newcomer.
+#[test]
+fn four_dripping_connections_cannot_deny_a_real_scrape() {
+    let (_server, metrics) = start(&[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let connected = Arc::new(AtomicUsize::new(0));
+    let drippers: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, connected) = (stop.clone(), connected.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut s) = TcpStream::connect_timeout(&metrics, WAIT) else {
+                        continue;
+                    };
+                    connected.fetch_add(1, Ordering::Relaxed);
+                    // Never an empty line: the head never ends.
+                    for b in b"GET /metrics HTTP/1.1\r\nX: y\r\n".iter().cycle() {
+                        if stop.load(Ordering::Relaxed) || s.write_all(&[*b]).is_err() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+            })
+        })
+        .collect();
+    // Connected before any real scrape: the backlog is first come, first
+    // accepted, so the four hold every slot when the first one arrives.
+    common::wait_until("four drippers connected", WAIT, || {
+        connected.load(Ordering::Relaxed) >= 4
     });
+    let started = Instant::now();
+    let answered = (0..10).filter(|_| scrape(metrics) == Some(200)).count();
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for d in drippers {
+        d.join().expect("dripper");
+    }
+    assert_eq!(
+        answered, 10,
+        "real scrapes answered of 10, beside 4 drippers"
+    );
+    assert!(took < Duration::from_secs(5), "10 scrapes took {took:?}");
+}
+
+/// A scrape that connects while the server is out of descriptors waits in
+/// the backlog, and is accepted and answered once descriptors are back
+/// (it once waited for another scrape to connect: the metrics listener's
+/// accept gave up on EMFILE, and no retry came back to it).
+#[test]
+fn a_scrape_arriving_while_descriptors_are_out_is_served_once_they_return() {
+    // 40 descriptors, up to 100 clients allowed: accept hits EMFILE.
+    let mut cmd = Command::new("prlimit");
+    cmd.arg("--nofile=40:40")
+        .arg(common::bin())
+        .args(["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+        .args(["--max-connections", "100"]);
+    let server = Server::spawn(cmd);
+    let metrics = metrics_addr(&server.log.wait_for("serving metrics on http://"));
+    let clients: Vec<_> = (0..50).map(|_| server.connect()).collect();
+    server.log.wait_for("out of file descriptors");
+    let mut waiting = TcpStream::connect_timeout(&metrics, WAIT).expect("connect");
+    waiting
+        .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+        .expect("send");
+    // Descriptors come back as the clients leave.
+    drop(clients);
+    waiting.set_read_timeout(Some(WAIT)).expect("timeout");
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = waiting.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }
