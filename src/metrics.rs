@@ -169,10 +169,12 @@ impl Endpoint {
     }
 
     /// Takes a scrape just accepted. With every slot taken, the oldest
-    /// yields: an honest scrape is answered within a round trip of its
-    /// connect, so the oldest is the one that has sent least for longest,
-    /// and a few connections sending a byte now and then cannot keep a
-    /// real scrape out (as they could when the newcomer was refused).
+    /// yields: an honest scrape is answered within a round trip or two of
+    /// its connect, so the oldest open one has had longest to send its
+    /// head and has not (or is slow to take its answer). A few connections
+    /// sending a byte now and then can no longer keep a real scrape out,
+    /// as they could when the newcomer was the one refused; a flood of
+    /// connections still can, as it can fill the backlog.
     pub fn admit(&mut self, stream: Stream, peer: Peer, registry: &Registry, now: Instant) {
         let oldest = self.scrapes.iter().min_by_key(|(_, s)| s.since);
         if let Some((k, _)) = oldest.filter(|_| self.scrapes.len() >= MAX_SCRAPES) {

@@ -507,47 +507,45 @@ impl Server {
     }
 
     /// The next connection waiting on `from`; `None` when there is none
-    /// for now: its backlog is empty (the next connection brings an event),
-    /// or accepting must wait, and `accept_retry` (or a close) comes back
-    /// to every listener, the metrics one included.
+    /// for now: its backlog is empty (the next connection brings an
+    /// event), or accepting must wait, and `accept_retry` (or a close)
+    /// comes back to every listener, the metrics one included. A success
+    /// cancels no retry: it says nothing of another listener's backlog.
     fn next_pending(&mut self, from: Listening) -> Option<(Stream, Peer)> {
         loop {
             let listener = match from {
                 Listening::Line(i) => self.listeners.get(i),
                 Listening::Metrics => self.metrics.as_ref().map(Endpoint::listener),
             }?;
-            let e = match listener.accept() {
+            match listener.accept() {
                 Ok(pending) => return Some(pending),
-                Err(e) => e,
-            };
-            match e.kind() {
-                io::ErrorKind::WouldBlock => return None,
-                io::ErrorKind::Interrupted => continue,
-                _ => {}
-            }
-            // Errors of one connection (aborted before accept, a
-            // firewall's EPERM, a network error): skip it, carry on.
-            if is_per_connection(&e) {
-                debug!("accept: {e}");
-                continue;
-            }
-            // The connection stays queued in the backlog. Trying again
-            // now would spin; stopping for good would stall it. So: retry
-            // when one of ours closes, or after a short wait.
-            self.state.accept_retry = Some(self.shared.now + ACCEPT_RETRY);
-            if !is_out_of_fds(&e) {
-                warn!("accept failed: {e}; retrying shortly");
-            } else {
-                self.shared.stats.accept_emfile += 1;
-                if self.state.fd_warned.due(self.shared.now) {
-                    warn!(
-                        "out of file descriptors ({e}) with {} clients: \
-                         new clients wait in the backlog",
-                        self.state.clients
-                    );
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_out_of_fds(&e) => {
+                    self.shared.stats.accept_emfile += 1;
+                    // The connection stays queued in the backlog. Trying
+                    // again now would spin; stopping for good would stall
+                    // it. So: retry when one of ours closes, or after a
+                    // short wait.
+                    self.state.accept_retry = Some(self.shared.now + ACCEPT_RETRY);
+                    if self.state.fd_warned.due(self.shared.now) {
+                        warn!(
+                            "out of file descriptors ({e}) with {} clients: \
+                             new clients wait in the backlog",
+                            self.state.clients
+                        );
+                    }
+                    return None;
+                }
+                // Errors of one connection (aborted before accept, a
+                // firewall's EPERM, a network error): skip it, carry on.
+                Err(e) if is_per_connection(&e) => debug!("accept: {e}"),
+                Err(e) => {
+                    warn!("accept failed: {e}; retrying shortly");
+                    self.state.accept_retry = Some(self.shared.now + ACCEPT_RETRY);
+                    return None;
                 }
             }
-            return None;
         }
     }
 
