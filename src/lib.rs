@@ -15,7 +15,7 @@
 //!
 //! | file | holds | does not hold |
 //! |---|---|---|
-//! | [`server`] | the loop: polling, accepting, the limits counted across clients, when each connection runs, its timer entry, shutdown | per-byte work, client reads and writes |
+//! | [`server`] | the loop: polling, what each event's token stands for (decoded once), accepting on every listener (one helper, out-of-descriptor retry included), the limits counted across clients, when each connection runs, its timer entry, shutdown | per-byte work, client reads and writes, the metrics endpoint's connections |
 //! | [`conn`] | one client: every read and write on its socket, framing and answering, its phases and the deadline each one holds | polling, the timer heap, the slab, counting clients |
 //!
 //! These do no I/O (but for the seed `numbers` asks the system for once);
@@ -37,8 +37,8 @@
 //!
 //! | file | does | does not |
 //! |---|---|---|
-//! | [`net`] | TCP/Unix listeners and client streams behind one type each; every system call on a listener (bind, listen, accept, socket options, the Unix socket's file) | decide when a client is read or written |
-//! | [`metrics`] | `--metrics`: reads and answers its own scrape connections (a minimal HTTP/1.x, the Prometheus text format); reads `/proc/self/status` per answered scrape (resident memory), and `/proc/self/fd` once at start | accept or poll |
+//! | [`net`] | TCP/Unix listeners and client streams behind one type each; every system call on a listener, the metrics one included (bind, listen, accept, socket options, the Unix socket's file) | decide when a client is read or written |
+//! | [`metrics`] | `--metrics`: the endpoint behind a few calls the loop makes (`Endpoint`: bind, admit, ready, deadline, expire, close_all); reads and answers its scrapes (a minimal HTTP/1.x, the Prometheus text format), the oldest yielding to a newcomer when all are taken; reads `/proc/self/status` per answered scrape (resident memory), and `/proc/self/fd` once at start | accept, or poll |
 //! | [`activation`] | takes the sockets systemd passed (`LISTEN_FDS`) and checks that each is a listening stream socket | bind |
 //! | [`sys`] | raises the open-file limit (`setrlimit`); reads the memory the process may use (its cgroup's limit, v1 or v2, else the host's `MemTotal`; Linux only), its parsers tested on fixtures | decide what the memory allows |
 //! | [`logging`] | writes each log line to stderr, as text or for journald | decide what is logged |

@@ -27,9 +27,10 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// Scrapes open at once; more are closed at accept. Prometheus scrapes one
-/// at a time; a few more allow a person with curl alongside. Their
-/// descriptors come out of `RESERVED_FDS`.
+/// Scrapes open at once; a newcomer past that closes the oldest (see
+/// [`Endpoint::admit`]). Prometheus scrapes one at a time; a few more allow
+/// a person with curl alongside. Their descriptors come out of
+/// `RESERVED_FDS`.
 pub const MAX_SCRAPES: usize = 4;
 /// The longest request head read; a longer one is closed unanswered.
 pub const MAX_HEAD: usize = 4 * 1024;
