@@ -30,10 +30,11 @@
 //!   (`WouldBlock`, or a short read, below). An event is a hint: the read
 //!   or write result is the truth (spurious events happen).
 //! - **Drain until the socket is empty.** No new edge comes for bytes
-//!   already in the socket. Empty means `WouldBlock`, or, on Linux, a read
-//!   that returned less than asked, unless the client's FIN is known to be
-//!   queued (then read on to EOF). One function reads (`Socket::read_chunk`),
-//!   so the rule is stated once. A read loop that stops early must
+//!   already in the socket. Empty means `WouldBlock`, or, on Linux and for
+//!   TCP only, a read that returned less than asked, unless the client's
+//!   FIN is known to be queued (then read on to EOF); a Unix socket's read
+//!   also stops short at passed descriptors. One function reads
+//!   (`Socket::read_chunk`), so the rule is stated once. A read loop that stops early must
 //!   remember why: the per-turn budget ran out ([`Status::Again`]: the loop
 //!   calls us again), or output is backed up (we resume ourselves when a
 //!   write drains it).
@@ -313,8 +314,8 @@ struct Socket {
 
 /// What one read returned.
 enum Chunk {
-    /// `n` bytes; `drained` if the read was short, so the socket is empty
-    /// (the readable latch is cleared already).
+    /// `n` bytes; `drained` if the read was short on TCP, so the socket is
+    /// empty (the readable latch is cleared already).
     Data { n: usize, drained: bool },
     /// The client will send nothing more.
     Eof,
@@ -331,7 +332,7 @@ impl Socket {
                 Ok(0) => Ok(Chunk::Eof),
                 Ok(n) => {
                     stats.bytes_in += n as u64;
-                    // A short read emptied the socket: on Linux (epoll) a
+                    // A short read emptied a TCP socket: on Linux (epoll) a
                     // read that returns less than asked took everything
                     // queued, and any byte that arrives later raises a new
                     // edge. So skip the read that would only say
@@ -339,8 +340,17 @@ impl Socket {
                     // the same, tokio#4840; mio promises nothing,
                     // mio#1611). Except when the FIN is already known: then
                     // read on to EOF, or a FIN that came with the last data
-                    // would never be seen; and after urgent data.
-                    let drained = n < buf.len() && !self.ready.read_closed && !self.ready.urgent;
+                    // would never be seen; and after urgent data. Not on a
+                    // Unix socket: there a read also ends at a message that
+                    // passed descriptors (SCM_RIGHTS; Linux's
+                    // `unix_stream_read_generic`), with more queued behind
+                    // it, so only `WouldBlock` says it is empty. (Plain
+                    // read(2) takes no descriptors: the kernel closes the
+                    // ones passed, so none is kept.)
+                    let drained = n < buf.len()
+                        && matches!(self.stream, Stream::Tcp(_))
+                        && !self.ready.read_closed
+                        && !self.ready.urgent;
                     self.ready.readable &= !drained;
                     Ok(Chunk::Data { n, drained })
                 }

@@ -400,6 +400,75 @@ fn urgent_data_does_not_hide_the_lines_behind_it() {
 }
 
 #[test]
+fn a_unix_client_passing_descriptors_gets_every_answer() {
+    // On a Unix socket, Linux ends a read after a message that carries
+    // descriptors (SCM_RIGHTS), with more bytes queued behind it: a "short
+    // read means empty" shortcut would strand the lines after it until the
+    // client sent more. Everything is queued while the server is paused,
+    // ten descriptors among the lines. The server reads with plain
+    // read(2), which takes no descriptors: the kernel closes them, and the
+    // server's descriptor count is what it was.
+    use rustix::net::{
+        RecvFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, recv, sendmsg,
+    };
+    use std::mem::MaybeUninit;
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+    let dir = std::env::temp_dir().join(format!("randline-scm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("s.sock");
+    let mut cmd = Command::new(common::bin());
+    cmd.args(["--listen", "127.0.0.1:0", "--unix"]).arg(&path);
+    let server = Server::spawn(cmd);
+    server.log.wait_for("listening on unix:");
+    let mut c = UnixStream::connect(&path).expect("connect");
+    c.set_read_timeout(Some(WAIT)).expect("timeout");
+    c.write_all(b"warm up\n").expect("write");
+    let mut one = [0u8; 8];
+    let n = c.read(&mut one).expect("first answer");
+    assert!(n > 0 && one[..n].ends_with(b"\n"), "{:?}", &one[..n]);
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+            .expect("fd")
+            .count()
+    };
+    let before = fds();
+    let passed = std::fs::File::open("/dev/null").expect("/dev/null");
+    server.pause();
+    let mut sent = 0;
+    for _ in 0..10 {
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        let rights = [passed.as_fd()];
+        assert!(control.push(SendAncillaryMessage::ScmRights(&rights)));
+        let line = [std::io::IoSlice::new(b"with a descriptor\n")];
+        sendmsg(&c, &line, &mut control, SendFlags::empty()).expect("sendmsg");
+        c.write_all(b"a\nb\nc\nd\ne\n").expect("write");
+        sent += 6;
+    }
+    drop(passed);
+    server.resume();
+    // The answers are only peeked at, not taken: taking them would wake
+    // the server's socket (room to write), and that event would hide a
+    // stall by reporting the input still queued.
+    let mut buf = [0u8; 4096];
+    let mut answered = || {
+        let (n, _) =
+            recv(&c, &mut buf[..], RecvFlags::PEEK | RecvFlags::DONTWAIT).unwrap_or((0, 0));
+        buf[..n].iter().filter(|&&b| b == b'\n').count()
+    };
+    let all = common::poll(PING_LIVENESS, || (answered() >= sent).then_some(()));
+    assert!(
+        all.is_some(),
+        "{} of {sent} answers after {PING_LIVENESS:?}",
+        answered()
+    );
+    assert_eq!(fds(), before, "the server kept passed descriptors");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn a_small_fd_limit_still_serves_half_of_it() {
     let server = start_with_fd_limit(20, &[]);
     server.log.wait_for("open files 20, max connections 10");
