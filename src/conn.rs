@@ -71,16 +71,26 @@ pub const OUT_LOW: usize = 16 * 1024;
 /// it is stopped (see `Conn::gated`).
 pub const OVER_BUDGET_BATCH: usize = 4 * 1024;
 /// Bytes one connection may read per loop turn before others get a go.
+/// Per turn in fact: the loop reads a client in at most one drive per turn
+/// (its event, or its place on the again-list taken at the turn's start);
+/// drives for a deadline or shutdown read nothing (see [`Conn::drive`]).
 pub const READ_BUDGET: usize = 64 * 1024;
 /// Bytes all connections together should read in one loop turn: a turn's
 /// length is what every client waits for its next go, so it must not grow
 /// with the number of busy clients. Each client's share for a turn is this
-/// divided among the turn's events, between [`MIN_READ_BUDGET`] and
-/// [`READ_BUDGET`]. 2 MiB of lines is about 40 ms of CPU (release build):
-/// with hundreds of clients pushing, an honest one still gets a go every
-/// few tenths of a second on a tenth of a core.
+/// divided among the clients the turn may drive (its events, plus the
+/// again-list taken at its start), between [`MIN_READ_BUDGET`] and
+/// [`READ_BUDGET`]. So a turn reads at most this while it drives at most
+/// 512 clients (this / `MIN_READ_BUDGET`); past that, `MIN_READ_BUDGET`
+/// each: driven × 4 KiB, with driven at most the poll's 1,024 events plus
+/// one again-list entry per connection of the turn before (tests/bounds.rs holds both
+/// bounds). 2 MiB of lines is about 40 ms of CPU (release build): with
+/// hundreds of clients pushing, an honest one still gets a go every few
+/// tenths of a second on a tenth of a core.
 pub const TURN_READ_BUDGET: usize = 2 << 20;
-/// A client's share of a turn never falls below this: a request still fits.
+/// A client's share of a turn never falls below this: a request still fits
+/// (which is why a turn of more than 512 clients reads more than
+/// [`TURN_READ_BUDGET`]).
 pub const MIN_READ_BUDGET: usize = 4 * 1024;
 /// A closing connection is given up when its client takes none of its
 /// answers for this long. A stall limit, not a flush limit: every write
@@ -147,8 +157,8 @@ pub struct Shared {
     /// `--output-budget`: past it, a client with answers waiting is not
     /// read from until they drain.
     pub output_budget: usize,
-    /// Bytes each connection may read this turn (the loop sets it per turn
-    /// from [`TURN_READ_BUDGET`]).
+    /// Bytes each connection may read this turn, in its one reading drive
+    /// of the turn (the loop sets it per turn from [`TURN_READ_BUDGET`]).
     pub read_budget: usize,
 }
 
@@ -281,7 +291,8 @@ pub enum Wake {
 pub enum Status {
     /// Nothing more to do until the next event (or deadline).
     Wait,
-    /// The read budget ran out before `WouldBlock`: drive it again next turn.
+    /// The socket may still hold input (the read budget ran out before
+    /// `WouldBlock`, or the drive had none): drive it again next turn.
     Again,
     /// Deregister and drop it.
     Closed(Why),
@@ -540,18 +551,23 @@ impl Conn {
         );
         // Whatever path the drive takes, the total follows this `out`.
         let before = self.out.len();
+        // Only a drive for readiness reads. A deadline or shutdown may come
+        // in the same turn as the client's event or its place on the
+        // again-list: its drive only closes (and writes), and input still
+        // to discard waits for the again-list, so a client reads at most
+        // once per turn.
         let status = match wake {
-            Wake::Ready => self.drive_io(token, sh, answers),
+            Wake::Ready => self.drive_io(token, sh, answers, sh.read_budget),
             Wake::Deadline => match self.expire(sh) {
                 Some(status) => status,
                 None => {
                     debug!("deadline for {} (token {})", self.peer, token.0);
-                    self.drive_io(token, sh, answers)
+                    self.drive_io(token, sh, answers, 0)
                 }
             },
             Wake::Shutdown(by) => {
                 self.close(Why::Shutdown, by);
-                self.drive_io(token, sh, answers)
+                self.drive_io(token, sh, answers, 0)
             }
         };
         if let Status::Closed(_) | Status::Failed(_) = status {
@@ -628,8 +644,16 @@ impl Conn {
         Status::Failed(e)
     }
 
-    fn drive_io(&mut self, token: Token, sh: &mut Shared, mut answers: Loan<'_>) -> Status {
-        let mut budget = sh.read_budget;
+    /// Reads (at most `budget` bytes), answers and writes until nothing
+    /// more can be done now.
+    fn drive_io(
+        &mut self,
+        token: Token,
+        sh: &mut Shared,
+        mut answers: Loan<'_>,
+        mut budget: usize,
+    ) -> Status {
+        let had_budget = budget > 0;
         loop {
             let mut client_done = false;
             let io = match self.phase {
@@ -666,8 +690,12 @@ impl Conn {
             }
         }
         if self.reads() && self.socket.ready.readable && budget == 0 {
-            sh.stats.yields += 1;
-            trace!("token {}: read budget used up, again next turn", token.0);
+            if had_budget {
+                sh.stats.yields += 1;
+                trace!("token {}: read budget used up, again next turn", token.0);
+            } else {
+                trace!("token {}: still readable, again next turn", token.0);
+            }
             Status::Again
         } else {
             Status::Wait

@@ -10,7 +10,8 @@
 //!  │                    SIGUSR1: log the counters
 //!  │       client   ──► latch readiness, Conn::drive (read, answer, write)
 //!  │       metrics  ──► accept a scrape / Endpoint::ready (--metrics)
-//!  │     drive the "again" list (clients whose read budget ran out)
+//!  │     drive the "again" list taken before the events (clients whose read
+//!  │       budget ran out in an earlier turn: each client reads once a turn)
 //!  │     fire due deadlines (idle, output and header timeouts, lingering close,
 //!  │                         accept retry, stats, slow scrapes)
 //!  │     free the slots of connections closed this turn
@@ -164,8 +165,22 @@ struct Slot {
     armed: Option<Instant>,
     /// What it holds of the loop's limits.
     seat: Seat,
-    /// Already in the "drive again" list.
-    queued: bool,
+    /// Its place on the "drive again" list.
+    queued: Queued,
+}
+
+/// Where a connection stands with the again-list. A connection is on it at
+/// most once; each turn drives those queued before the turn began, and a
+/// connection queued during the turn waits for the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queued {
+    /// Not on the list.
+    No,
+    /// On the list, for the next turn.
+    Next,
+    /// On the list this turn took: its events only latch readiness, and
+    /// the list drives it once, after the events.
+    Now,
 }
 
 /// Which of the loop's limits a connection counts against. One field, not
@@ -390,8 +405,21 @@ impl Server {
             }
             self.shared.set_now(Instant::now());
             self.shared.stats.wakeups += 1;
+            // Clients whose read budget ran out in an earlier turn: their
+            // sockets may still hold data, and no new edge will announce
+            // it. Taken before the events, so that a client whose budget
+            // runs out in this turn's events waits for the next turn: each
+            // client reads once per turn (see `Queued`).
+            let again = std::mem::take(&mut self.state.again);
+            for &key in &again {
+                if let Some(slot) = self.conns.get_mut(key)
+                    && slot.queued == Queued::Next
+                {
+                    slot.queued = Queued::Now;
+                }
+            }
             // This turn's share of TURN_READ_BUDGET for each client driven.
-            let driven = events.iter().count() + self.state.again.len();
+            let driven = events.iter().count() + again.len();
             self.shared.read_budget =
                 (TURN_READ_BUDGET / driven.max(1)).clamp(MIN_READ_BUDGET, READ_BUDGET);
             if let Some(from) = slept_from {
@@ -411,18 +439,22 @@ impl Server {
                     Source::Client(key) => {
                         if let Some(slot) = self.conns.get_mut(key) {
                             slot.conn.mark_ready(event);
+                            if slot.queued == Queued::Now {
+                                // Driven below, with this readiness latched.
+                                continue;
+                            }
                         }
                         self.drive(key, Wake::Ready);
                     }
                 }
             }
 
-            // Clients whose read budget ran out (in an earlier turn, or in
-            // this turn's events): their sockets may still hold data, and no
-            // new edge will announce it.
-            for key in std::mem::take(&mut self.state.again) {
-                if let Some(slot) = self.conns.get_mut(key) {
-                    slot.queued = false;
+            for key in again {
+                // Skips an entry left by a connection closed since (its
+                // slot free, or reused by a client not queued for now).
+                match self.conns.get_mut(key) {
+                    Some(slot) if slot.queued == Queued::Now => slot.queued = Queued::No,
+                    _ => continue,
                 }
                 self.drive(key, Wake::Ready);
             }
@@ -612,7 +644,7 @@ impl Server {
             conn,
             armed: None,
             seat,
-            queued: false,
+            queued: Queued::No,
         });
         if seat == Seat::Rejected {
             self.state.rejected += 1;
@@ -707,8 +739,8 @@ impl Server {
         let closed = match status {
             Status::Wait => false,
             Status::Again => {
-                if !slot.queued {
-                    slot.queued = true;
+                if slot.queued == Queued::No {
+                    slot.queued = Queued::Next;
                     self.state.again.push(key);
                 }
                 false

@@ -452,3 +452,109 @@ fn a_peer_that_stops_acknowledging_answers_is_dropped() {
     // Closed as a socket failure (timed out, or the host unreachable).
     assert_eq!(server.stats()["failed"], 1, "{}", server.log.text());
 }
+
+/// `READ_BUDGET`, `TURN_READ_BUDGET` and `MIN_READ_BUDGET` (src/conn.rs).
+const READ_BUDGET: u64 = 64 * 1024;
+const TURN_READ_BUDGET: u64 = 2 << 20;
+const MIN_READ_BUDGET: u64 = 4 * 1024;
+
+/// A Unix listener at a fresh path beside a TCP one, with `RUST_LOG`.
+fn unix_server(name: &str, rust_log: &str) -> (Server, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("randline-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("s.sock");
+    let mut cmd = Command::new(common::bin());
+    cmd.args(["--listen", "127.0.0.1:0", "--unix"])
+        .arg(&path)
+        .env("RUST_LOG", rust_log);
+    let server = Server::spawn(cmd);
+    server.log.wait_for("listening on unix:");
+    (server, path)
+}
+
+#[test]
+fn every_client_reads_at_most_its_share_of_a_turn() {
+    // Unix clients that pipeline and read their answers: a Unix client's
+    // unsent lines wait in its own send buffer (about 200 KiB), so each
+    // runs its budget out turn after turn. The trace says, per turn, how
+    // many events woke it, every read, and who went on the again-list; the
+    // loop's share for a turn is TURN_READ_BUDGET divided among the events
+    // and the again-list the turn took, between MIN_READ_BUDGET and
+    // READ_BUDGET. No client may read more than that share in one turn,
+    // and all together at most TURN_READ_BUDGET, or the share's floor
+    // times the clients driven if that is more.
+    let (server, path) = unix_server("share", "randline=trace");
+    let clients = 24;
+    let run = Duration::from_millis(1500);
+    let mut threads = Vec::new();
+    for _ in 0..clients {
+        let c = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+        c.set_read_timeout(Some(WAIT)).expect("timeout");
+        let mut w = c.try_clone().expect("clone");
+        let mut r = c;
+        threads.push(std::thread::spawn(move || {
+            let batch = b"x\n".repeat(4096);
+            let end = Instant::now() + run;
+            while Instant::now() < end {
+                w.write_all(&batch).expect("write");
+            }
+            w.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        }));
+        threads.push(std::thread::spawn(move || {
+            let mut buf = vec![0; 1 << 16];
+            while r.read(&mut buf).expect("read answers") > 0 {}
+        }));
+    }
+    for t in threads {
+        t.join().expect("client");
+    }
+    let log = server.log.text();
+    let (mut turns, mut full) = (0, 0);
+    let (mut events, mut queued, mut queued_next) = (0u64, 0u64, 0u64);
+    let mut read: std::collections::BTreeMap<&str, u64> = Default::default();
+    let mut check = |events: u64, queued: u64, read: &mut std::collections::BTreeMap<&str, u64>| {
+        let driven = (events + queued).max(1);
+        let share = (TURN_READ_BUDGET / driven).clamp(MIN_READ_BUDGET, READ_BUDGET);
+        for (token, &n) in read.iter() {
+            assert!(
+                n <= share,
+                "{token} read {n} B in one turn, its share {share} B"
+            );
+            full += u64::from(n == share);
+        }
+        let total: u64 = read.values().sum();
+        let bound = TURN_READ_BUDGET.max(driven * MIN_READ_BUDGET);
+        assert!(total <= bound, "a turn read {total} B, bound {bound} B");
+        read.clear();
+    };
+    for line in log.lines() {
+        let Some((_, msg)) = line.split_once(" TRACE ") else {
+            continue;
+        };
+        if let Some(rest) = msg.strip_prefix("poll: woke after ") {
+            check(events, queued, &mut read);
+            turns += 1;
+            events = rest
+                .split(" with ")
+                .nth(1)
+                .and_then(|s| s.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .expect("event count");
+            queued = std::mem::take(&mut queued_next);
+        } else if let Some((token, rest)) = msg.split_once(": read ")
+            && let Some(n) = rest
+                .split(" bytes")
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+        {
+            *read.entry(token).or_default() += n;
+        } else if msg.ends_with(", again next turn") {
+            queued_next += 1;
+        }
+    }
+    check(events, queued, &mut read);
+    let yields = log.matches("read budget used up").count();
+    println!("{turns} turns, {yields} budgets used up, {full} reads of a whole share");
+    assert!(yields > 100, "the clients did not run their budgets out");
+    let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+}
