@@ -33,13 +33,25 @@ pub const RECV_BUF: usize = 32 * 1024;
 /// maximum (4 MiB here) and a client that never reads pins that much.
 /// Data in flight is not counted: a reading client's throughput is not cut.
 pub const NOTSENT_LOWAT: u32 = 16 * 1024;
+/// Each accepted Unix socket's send buffer (`SO_SNDBUF`; Linux doubles it
+/// too). On a Unix stream the answers the client has not read sit in its
+/// receive queue but are charged to the server's socket, up to this (plus
+/// one message): a client that never reads pins this much, not
+/// `wmem_default` (208 KiB). Its receive buffer bounds nothing (unix(7):
+/// `SO_RCVBUF` has no effect on a stream); its unread lines are charged to
+/// the client's own send buffer, which the client sets. Unlike TCP's
+/// options this is not inherited from the listener (Linux makes the
+/// accepted socket afresh, at `wmem_default`), so it costs one setsockopt
+/// per Unix accept.
+pub const UNIX_SEND_BUF: usize = 32 * 1024;
 /// Keepalive probes after `--tcp-keepalive` of silence, spread over as long
 /// again: a dead idle peer is dropped within about twice the setting.
 pub const KEEPALIVE_PROBES: u32 = 5;
 
 /// What every accepted TCP socket inherits from its listener: set once on
 /// the listener, so no system call is added per connection. (Linux copies
-/// these options into each accepted socket; tests/bounds.rs checks it.)
+/// these options into each accepted socket; tests/bounds.rs checks it.) A
+/// Unix socket inherits nothing: see [`UNIX_SEND_BUF`].
 #[derive(Debug, Clone, Copy)]
 pub struct ClientSockets {
     /// `--tcp-keepalive`: `None` is off.
@@ -161,8 +173,9 @@ impl Listener {
         Ok(Listener::Tcp(TcpListener::from_std(l)))
     }
 
-    /// Sets what accepted sockets inherit (TCP only), on a listener made
-    /// elsewhere (systemd) as on our own.
+    /// Sets what accepted sockets inherit (TCP only: a Unix socket's
+    /// [`UNIX_SEND_BUF`] is set at accept), on a listener made elsewhere
+    /// (systemd) as on our own.
     pub fn tune(&self, clients: ClientSockets) -> io::Result<()> {
         match self {
             Listener::Tcp(l) => clients.apply(SockRef::from(l)),
@@ -204,6 +217,10 @@ impl Listener {
             }
             Listener::Unix(l, _) => {
                 let (s, _) = l.accept()?;
+                // Bounds what a client that never reads pins in the
+                // kernel. It cannot fail on a socket just accepted; if it
+                // did, the client would only keep the default buffer.
+                let _ = SockRef::from(&s).set_send_buffer_size(UNIX_SEND_BUF);
                 Ok((Stream::Unix(s), Peer::Unix))
             }
         }

@@ -1,9 +1,13 @@
 //! What one client can cost, and how long it can hold what it holds: the
-//! kernel's socket buffers, the output budget, the output timeout, TCP
-//! keepalive (a dead peer on a real link, in network namespaces), the
-//! per-address limit, and an idle timeout that a drip cannot defeat.
+//! kernel's socket buffers (TCP and Unix), the output budget, the output
+//! timeout, TCP keepalive (a dead peer on a real link, in network
+//! namespaces), the per-address limit, an idle timeout that a drip cannot
+//! defeat, and its share of a loop turn's reading.
 //!
-//! Each test fails on c6ef8e1, which had none of these bounds.
+//! Each test fails on c6ef8e1, which had none of these bounds; the Unix
+//! non-reader's and the turn's share fail on 0efa829 too (a Unix socket's
+//! send buffer at the default; the again-list driving a client twice a
+//! turn).
 
 mod common;
 
@@ -115,6 +119,97 @@ fn a_client_that_never_reads_pins_at_most_256_kib_kernel_included() {
     assert!(user <= 64 * 1024 + 64, "user space {user} B");
     assert!(total <= 256 * 1024, "one non-reader holds {total} B");
     drop(writer);
+}
+
+#[test]
+fn a_unix_client_that_never_reads_pins_at_most_256_kib_of_the_servers() {
+    // On a Unix stream the answers a client has not read wait in its
+    // receive queue, charged to the server's socket: bounded by the
+    // server's send buffer (UNIX_SEND_BUF, doubled by the kernel, plus one
+    // message), not the default 208 KiB. The client's own unread lines are
+    // charged to its own socket (its send buffer, which it sets; up to
+    // twice wmem_max): printed, not bounded. 20-byte answers, so that its
+    // answers, not its lines, fill what it pins.
+    let mut args = vec!["--listen", "127.0.0.1:0", "--unix"];
+    let dir = std::env::temp_dir().join(format!("randline-nonreader-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("s.sock");
+    args.push(path.to_str().expect("path"));
+    args.extend(LONG_ANSWERS);
+    let mut cmd = Command::new(common::bin());
+    cmd.args(&args);
+    let server = Server::spawn(cmd);
+    server.log.wait_for("listening on unix:");
+    let stream = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+    let mut w = stream.try_clone().expect("clone");
+    w.set_write_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let writer = std::thread::spawn(move || {
+        let batch = b"x\n".repeat(1000);
+        for _ in 0..512 {
+            if w.write_all(&batch).is_err() {
+                return;
+            }
+        }
+    });
+    let mut last = None;
+    let (server_kernel, client_kernel, user) = eventually("the connection settles", WAIT, || {
+        std::thread::sleep(Duration::from_millis(100));
+        let (ours, theirs) = unix_pair(&path)?;
+        let now = (
+            skmem(&ours, "t"),
+            skmem(&theirs, "t"),
+            server.stats()["pending_out"],
+        );
+        let same = last == Some(now);
+        last = Some(now);
+        same.then_some(now)
+    });
+    let total = server_kernel + user;
+    println!(
+        "server: kernel {server_kernel} B (answers queued to the client), own {user} B: \
+         {total} B; client: kernel {client_kernel} B (its unread lines)"
+    );
+    // Twice UNIX_SEND_BUF, plus one message of at most half that (and
+    // its overhead).
+    assert!(server_kernel <= 128 * 1024, "kernel {server_kernel} B");
+    assert!(user <= 64 * 1024 + 64, "user space {user} B");
+    assert!(total <= 256 * 1024, "one non-reader holds {total} B");
+    drop(stream);
+    drop(writer);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `ss -xm` for the established Unix connection at `path`: the server's
+/// end (named by the path), then the client's (whose inode the server's
+/// end names as its peer). `None` until it is there.
+fn unix_pair(path: &std::path::Path) -> Option<(String, String)> {
+    let out = common::run_cmd({
+        let mut c = Command::new("ss");
+        c.args(["-Hxmn", "state", "established"]);
+        c
+    });
+    assert!(out.status.success(), "ss failed (iproute2 installed?)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut sockets: Vec<String> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with(char::is_whitespace) {
+            if let Some(last) = sockets.last_mut() {
+                last.push(' ');
+                last.push_str(line.trim());
+            }
+        } else {
+            sockets.push(line.to_string());
+        }
+    }
+    // Netid Recv-Q Send-Q Local Inode Peer PeerInode skmem (no State
+    // column with a state filter).
+    let fields = |s: &String| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    let path = path.to_str()?.to_string();
+    let ours = sockets.iter().find(|s| fields(s).get(3) == Some(&path))?;
+    let peer = fields(ours).get(6)?.clone();
+    let theirs = sockets.iter().find(|s| fields(s).get(4) == Some(&peer))?;
+    Some((ours.clone(), theirs.clone()))
 }
 
 #[test]
