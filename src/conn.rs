@@ -671,6 +671,15 @@ impl Conn {
                 Err(e) => return self.fail(e),
             };
             let gated = self.gated(sh);
+            // What resumes a paused client is the writable event that
+            // follows a refused write (see `gated`): so paused means the
+            // last write said WouldBlock. True while `write_some` writes
+            // until WouldBlock; a write budget would strand it.
+            debug_assert!(
+                !gated || !self.socket.ready.writable,
+                "token {}: paused with no writable event to come",
+                token.0
+            );
             self.note_backpressure(token, gated, &mut sh.stats);
             if wrote > 0 {
                 self.progressed(sh);
@@ -979,6 +988,13 @@ impl Conn {
         stats: &mut Stats,
     ) -> io::Result<usize> {
         if !answers.is_empty() {
+            // New answers go to `answers` only while `out` is empty (else
+            // behind it, see `answer`): so writing them first keeps the order.
+            debug_assert!(
+                self.out.is_empty(),
+                "token {}: new answers ahead of older ones",
+                token.0
+            );
             let written = self.socket.write_some(token, answers, stats);
             if let Ok(n) = written {
                 self.out.extend_from_slice(&answers[n..]);
