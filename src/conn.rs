@@ -34,10 +34,10 @@
 //!   TCP only, a read that returned less than asked, unless the client's
 //!   FIN is known to be queued (then read on to EOF); a Unix socket's read
 //!   also stops short at passed descriptors. One function reads
-//!   (`Socket::read_chunk`), so the rule is stated once. A read loop that stops early must
-//!   remember why: the per-turn budget ran out ([`Status::Again`]: the loop
-//!   calls us again), or output is backed up (we resume ourselves when a
-//!   write drains it).
+//!   (`Socket::read_chunk`), so the rule is stated once. A read loop that
+//!   stops early must remember why: the per-turn budget ran out
+//!   ([`Status::Again`]: the loop calls us again next turn), or output is
+//!   backed up (we resume ourselves when a write drains it).
 //! - **Write first, wait only for the rest.** Answers are written as soon as
 //!   a read batch is framed; only what the kernel refuses waits in `out` for
 //!   a writable edge. Nobody re-registers interest, ever.
@@ -83,8 +83,8 @@ pub const READ_BUDGET: usize = 64 * 1024;
 /// [`READ_BUDGET`]. So a turn reads at most this while it drives at most
 /// 512 clients (this / `MIN_READ_BUDGET`); past that, `MIN_READ_BUDGET`
 /// each: driven × 4 KiB, with driven at most the poll's 1,024 events plus
-/// one again-list entry per connection of the turn before (tests/bounds.rs holds both
-/// bounds). 2 MiB of lines is about 40 ms of CPU (release build): with
+/// one again-list entry per connection of the turn before (tests/bounds.rs
+/// holds both bounds). 2 MiB of lines is about 40 ms of CPU (release build): with
 /// hundreds of clients pushing, an honest one still gets a go every few
 /// tenths of a second on a tenth of a core.
 pub const TURN_READ_BUDGET: usize = 2 << 20;
