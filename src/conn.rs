@@ -46,7 +46,6 @@ use crate::answers::Loan;
 use crate::line::{Frame, LineFramer};
 use crate::net::{Peer, Stream};
 use crate::numbers::Numbers;
-use crate::per_ip::PerAddress;
 use crate::proxy::{Header, HeaderParser};
 use crate::stats::Stats;
 use log::{debug, info, trace};
@@ -145,10 +144,6 @@ pub struct Shared {
     pub active: Active,
     /// The loop's counters; a connection bumps the per-byte ones.
     pub stats: Stats,
-    /// Connections per client address: counted by the loop at accept, or
-    /// here once a PROXY header names the client; given back here when a
-    /// connection closes.
-    pub per_ip: PerAddress,
     /// Answers waiting in every connection's `out`, all together. Kept in
     /// this file only: by [`Conn::drive`] (what a drive changes) and by
     /// [`Conn::refused`] (the one line a refusal starts with); a closed
@@ -251,8 +246,24 @@ enum Phase {
     /// EOF or `until`, so that closing never answers unread input with a
     /// reset that could destroy answers the client has not read yet.
     Lingering { why: Why, until: Instant },
+    /// `--proxy-protocol`: the header named a client, which the loop
+    /// admits or refuses under that address before anything is answered
+    /// (it asks [`Conn::named`], and drives it with [`Wake::Verdict`]).
+    /// Lasts only while the loop decides, inside one `Server::drive`.
+    Named(Box<Named>),
     /// Finished; the loop frees the slot at the end of the turn.
     Closed,
+}
+
+/// What a complete PROXY header left for the loop's verdict. Boxed in the
+/// phase: an idle `Conn` must stay small.
+#[derive(Debug)]
+struct Named {
+    /// The client the header names.
+    client: std::net::SocketAddr,
+    /// Bytes read behind the header in the same read: the first lines,
+    /// answered once the client is admitted.
+    rest: Vec<u8>,
 }
 
 /// The deadlines of an open client, counted from its last activity.
@@ -284,6 +295,10 @@ pub enum Wake {
     /// The server is shutting down: close gracefully, by this time at the
     /// latest.
     Shutdown(Instant),
+    /// The loop's verdict on the client its PROXY header named (see
+    /// [`Conn::named`]): `true`, served and counted under that address;
+    /// `false`, refused (`--max-connections-per-ip`).
+    Verdict(bool),
 }
 
 /// What the loop should do with a connection after driving it.
@@ -419,22 +434,12 @@ pub struct Conn {
     /// Not read from because its answers backed up (for the trace and the
     /// `paused` counter: one pause, however many turns it lasts).
     paused: bool,
-    /// Holds a count in [`Shared::per_ip`] under its peer's address, given
-    /// back when the connection closes.
-    ip_counted: bool,
 }
 
 impl Conn {
     /// A fresh client at `sh.now`, ready for lines (or, with
-    /// `proxy_header`, for its PROXY header first). `ip_counted`: the loop
-    /// counted it in [`Shared::per_ip`] already.
-    pub fn new(
-        stream: Stream,
-        peer: Peer,
-        proxy_header: bool,
-        ip_counted: bool,
-        sh: &Shared,
-    ) -> Self {
+    /// `proxy_header`, for its PROXY header first).
+    pub fn new(stream: Stream, peer: Peer, proxy_header: bool, sh: &Shared) -> Self {
         let phase = if proxy_header {
             Phase::Header {
                 parser: Box::new(HeaderParser::new()),
@@ -457,7 +462,6 @@ impl Conn {
             out: Vec::new(),
             phase,
             paused: false,
-            ip_counted,
         }
     }
 
@@ -465,7 +469,7 @@ impl Conn {
     /// [`Why::TooMany`]): it gets `message` on its first drive, then a
     /// lingering close. The message joins [`Shared::pending_out`] here.
     pub fn refused(stream: Stream, peer: Peer, message: &[u8], why: Why, sh: &mut Shared) -> Self {
-        let mut c = Conn::new(stream, peer, false, false, sh);
+        let mut c = Conn::new(stream, peer, false, sh);
         c.out.extend_from_slice(message);
         sh.pending_out += c.out.len();
         c.close(why, sh.now + FLUSH_STALL_TIMEOUT);
@@ -490,9 +494,21 @@ impl Conn {
     }
 
     /// True while the connection is still reading and answering lines
-    /// (its PROXY header included).
+    /// (its PROXY header, and the loop's verdict on it, included).
     pub fn is_open(&self) -> bool {
-        matches!(self.phase, Phase::Header { .. } | Phase::Open(_))
+        matches!(
+            self.phase,
+            Phase::Header { .. } | Phase::Named(_) | Phase::Open(_)
+        )
+    }
+
+    /// The address of the client its PROXY header named, while it waits
+    /// for the loop's verdict ([`Wake::Verdict`]); `None` otherwise.
+    pub fn named(&self) -> Option<std::net::IpAddr> {
+        match &self.phase {
+            Phase::Named(named) => Some(named.client.ip()),
+            _ => None,
+        }
     }
 
     /// True while not read from because its answers backed up.
@@ -525,7 +541,8 @@ impl Conn {
             }
             Phase::Closing { by, .. } => Some(by),
             Phase::Lingering { until, .. } => Some(until),
-            Phase::Closed => None,
+            // Decided before the loop looks for a deadline.
+            Phase::Named(_) | Phase::Closed => None,
         }
     }
 
@@ -542,7 +559,7 @@ impl Conn {
         token: Token,
         wake: Wake,
         sh: &mut Shared,
-        answers: Loan<'_>,
+        mut answers: Loan<'_>,
     ) -> Status {
         debug_assert!(
             answers.is_empty(),
@@ -569,15 +586,14 @@ impl Conn {
                 self.close(Why::Shutdown, by);
                 self.drive_io(token, sh, answers, 0)
             }
+            Wake::Verdict(admitted) => {
+                self.take_verdict(admitted, token, sh, &mut answers);
+                self.drive_io(token, sh, answers, 0)
+            }
         };
         if let Status::Closed(_) | Status::Failed(_) = status {
             // Nobody will take these answers now.
             self.out = Vec::new();
-            if std::mem::take(&mut self.ip_counted)
-                && let Some(ip) = self.peer.ip()
-            {
-                sh.per_ip.release(ip);
-            }
         }
         debug_assert!(sh.pending_out >= before, "pending_out went below zero");
         sh.pending_out = sh.pending_out - before + self.out.len();
@@ -593,7 +609,8 @@ impl Conn {
     fn expire(&mut self, sh: &mut Shared) -> Option<Status> {
         let now = sh.now;
         match self.phase {
-            Phase::Header { .. } => {
+            // (Named has no deadline: the loop decides it at once.)
+            Phase::Header { .. } | Phase::Named(_) => {
                 self.close(Why::NoHeader, now + LINGER);
                 None
             }
@@ -617,7 +634,7 @@ impl Conn {
     /// gracefully by `by` at the latest.
     fn close(&mut self, why: Why, by: Instant) {
         match &mut self.phase {
-            Phase::Header { .. } | Phase::Open(_) => {
+            Phase::Header { .. } | Phase::Named(_) | Phase::Open(_) => {
                 self.phase = Phase::Closing { why, by };
             }
             // Already closing: only the deadline can come closer.
@@ -633,7 +650,9 @@ impl Conn {
     fn finish(&mut self, instead: Option<Why>) -> Status {
         let planned = match std::mem::replace(&mut self.phase, Phase::Closed) {
             Phase::Closing { why, .. } | Phase::Lingering { why, .. } => why,
-            Phase::Header { .. } | Phase::Open(_) | Phase::Closed => Why::ClientClosed,
+            Phase::Header { .. } | Phase::Named(_) | Phase::Open(_) | Phase::Closed => {
+                Why::ClientClosed
+            }
         };
         Status::Closed(instead.unwrap_or(planned))
     }
@@ -663,7 +682,8 @@ impl Conn {
                 Phase::Lingering { .. } => self
                     .discard_input(token, sh, &mut budget)
                     .map(|eof| client_done = eof),
-                Phase::Closing { .. } | Phase::Closed => Ok(()),
+                // Named: nothing more is read before the loop's verdict.
+                Phase::Named(_) | Phase::Closing { .. } | Phase::Closed => Ok(()),
             };
             // On an error, answers framed before it are dropped with the loan.
             let wrote = match io.and_then(|()| self.flush(token, &mut answers, &mut sh.stats)) {
@@ -778,7 +798,10 @@ impl Conn {
 
     /// In a phase that reads from the socket.
     fn reads(&self) -> bool {
-        !matches!(self.phase, Phase::Closing { .. } | Phase::Closed)
+        !matches!(
+            self.phase,
+            Phase::Named(_) | Phase::Closing { .. } | Phase::Closed
+        )
     }
 
     /// Header or Open: reads until `WouldBlock`, EOF, the budget, or
@@ -827,7 +850,7 @@ impl Conn {
             };
             *budget -= n;
             let start = match self.phase {
-                Phase::Header { .. } => match self.take_header(token, n, sh, answers) {
+                Phase::Header { .. } => match self.take_header(token, n, sh) {
                     Some(start) => start,
                     None => return Ok(()),
                 },
@@ -839,17 +862,12 @@ impl Conn {
     }
 
     /// `--proxy-protocol`: feeds `rbuf[..n]` to the header parser (nothing
-    /// is answered before the header, so an error line goes to `answers`). Returns
-    /// where the lines start in it once the header is complete and the
-    /// client admitted; `None` while the header is incomplete or after it
-    /// closed the connection (a bad header, too many from its address).
-    fn take_header(
-        &mut self,
-        token: Token,
-        n: usize,
-        sh: &mut Shared,
-        answers: &mut Vec<u8>,
-    ) -> Option<usize> {
+    /// is answered before the header). Returns where the lines start in it
+    /// once the header is complete; `None` while it is incomplete, after it
+    /// closed the connection (a bad header), or when it named a client:
+    /// then the bytes behind it wait in [`Phase::Named`] for the loop's
+    /// verdict, since only the loop counts clients.
+    fn take_header(&mut self, token: Token, n: usize, sh: &mut Shared) -> Option<usize> {
         debug_assert!(self.out.is_empty(), "answers queued before the header");
         let Phase::Header { parser, .. } = &mut self.phase else {
             return Some(0);
@@ -864,25 +882,58 @@ impl Conn {
                 return None;
             }
         };
-        self.phase = Phase::Open(sh.active);
-        // Counted under the client the header names; a header that names
-        // none (LOCAL, UNKNOWN, UDP or Unix) is the proxy speaking for
-        // itself: not counted, as a Unix socket's clients are not.
-        if let Header::Client(addr) = header {
-            if !sh.per_ip.admit(addr.ip()) {
-                sh.stats.rejected_per_ip += 1;
+        trace!("token {}: PROXY header read", token.0);
+        match header {
+            Header::Client(client) => {
+                let rest = sh.rbuf[used..n].to_vec();
+                self.phase = Phase::Named(Box::new(Named { client, rest }));
+                None
+            }
+            // A header that names no client (LOCAL, UNKNOWN, UDP or Unix)
+            // is the proxy speaking for itself: not counted, as a Unix
+            // socket's clients are not. Health checks are frequent: not
+            // worth an info line.
+            Header::Local => {
+                self.phase = Phase::Open(sh.active);
                 debug!(
-                    "refused {addr} (proxied by {}): too many connections from its address",
+                    "serving {} (its PROXY header names no client: LOCAL or UNKNOWN)",
                     self.peer
                 );
-                answers.extend_from_slice(ERR_TOO_MANY);
-                self.close(Why::TooMany, sh.now + FLUSH_STALL_TIMEOUT);
-                return None;
+                Some(used)
             }
-            self.ip_counted = true;
         }
-        on_header(token, &mut self.peer, header);
-        Some(used)
+    }
+
+    /// The loop's verdict on the client the header named: served under
+    /// its address (the lines read behind the header are answered now),
+    /// or refused with `ERR` and a lingering close.
+    fn take_verdict(
+        &mut self,
+        admitted: bool,
+        token: Token,
+        sh: &mut Shared,
+        answers: &mut Vec<u8>,
+    ) {
+        let Phase::Named(named) = std::mem::replace(&mut self.phase, Phase::Open(sh.active)) else {
+            debug_assert!(false, "a verdict for a connection that asked for none");
+            return;
+        };
+        let Named { client, rest } = *named;
+        if !admitted {
+            debug!(
+                "refused {client} (proxied by {}): too many connections from its address",
+                self.peer
+            );
+            answers.extend_from_slice(ERR_TOO_MANY);
+            self.close(Why::TooMany, sh.now + FLUSH_STALL_TIMEOUT);
+            return;
+        }
+        let proxy = std::mem::replace(&mut self.peer, Peer::tcp(client));
+        info!("serving {client} (proxied by {proxy})");
+        // Back into the read buffer, where `answer` frames from: every
+        // read is at most its size.
+        sh.rbuf[..rest.len()].copy_from_slice(&rest);
+        self.answer(token, 0..rest.len(), sh, answers);
     }
 
     /// Frames `rbuf[range]` and appends one answer per complete line;
@@ -1057,21 +1108,6 @@ pub fn turn_away(mut stream: Stream, message: &[u8], rbuf: &mut [u8], stats: &mu
     }
 }
 
-/// A complete PROXY header: the client it names is who we serve.
-fn on_header(token: Token, peer: &mut Peer, header: Header) {
-    trace!("token {}: PROXY header read", token.0);
-    match header {
-        Header::Client(addr) => {
-            let proxy = std::mem::replace(peer, Peer::tcp(addr));
-            info!("serving {addr} (proxied by {proxy})");
-        }
-        // Health checks (LOCAL) are frequent: not worth an info line.
-        Header::Local => {
-            debug!("serving {peer} (its PROXY header names no client: LOCAL or UNKNOWN)")
-        }
-    }
-}
-
 /// `1 line`, `2 lines`: for the trace, which is read like a story.
 fn plural(n: u64, noun: &str) -> String {
     if n == 1 {
@@ -1139,13 +1175,12 @@ mod tests {
                 now: t0,
                 active: Active::at(t0, timeouts),
                 stats: Stats::default(),
-                per_ip: PerAddress::new(None),
                 pending_out: 0,
                 output_budget: 1 << 20,
                 read_budget: READ_BUDGET,
             };
             let stream = Stream::Tcp(mio::net::TcpStream::from_std(server));
-            let conn = Conn::new(stream, Peer::tcp(addr), proxy_header, false, &sh);
+            let conn = Conn::new(stream, Peer::tcp(addr), proxy_header, &sh);
             Rig {
                 conn,
                 client: BufReader::new(client),
@@ -1288,9 +1323,25 @@ mod tests {
     fn a_complete_header_opens_the_connection_with_fresh_deadlines() {
         let mut r = Rig::new(idle(60), true);
         r.send(b"PROXY TCP4 192.0.2.1 192.0.2.2 1234 80\r\n7\n", 3);
+        // Nothing answered before the loop admits the client it names.
+        assert_eq!(r.conn.named(), Some("192.0.2.1".parse().expect("ip")));
+        assert_eq!(r.sh.stats.lines, 0);
+        assert!(matches!(r.wake(Wake::Verdict(true), 3), Status::Wait));
+        assert_eq!(r.conn.named(), None);
         assert!(matches!(r.conn.peer, Peer::Tcp { port: 1234, .. }));
-        assert_eq!(r.sh.stats.lines, 1);
+        assert_eq!(r.sh.stats.lines, 1, "the line behind the header");
         assert_eq!(r.conn.deadline(), r.at(63));
+    }
+
+    #[test]
+    fn a_client_the_loop_refuses_after_its_header_gets_err_and_no_answer() {
+        let mut r = Rig::new(idle(60), true);
+        r.send(b"PROXY TCP4 192.0.2.1 192.0.2.2 1234 80\r\n7\n8\n", 3);
+        assert!(r.conn.named().is_some());
+        assert!(matches!(r.wake(Wake::Verdict(false), 3), Status::Wait));
+        assert!(!r.conn.is_open(), "closing: its seat is given back now");
+        assert_eq!(r.sh.stats.lines, 0);
+        assert_eq!(r.rest(), ["ERR too many connections from your address"]);
     }
 
     #[test]

@@ -141,6 +141,8 @@ pub struct Server {
 
     // The clients.
     conns: Slab<Slot>,
+    /// What their seats hold, counted against the limits.
+    counts: Counts,
     /// Deadlines (see [`crate::timers`]).
     timers: Timers,
     /// What a connection borrows while it is driven.
@@ -158,7 +160,8 @@ pub struct Server {
 }
 
 /// A connection and what the loop keeps about it: the connection itself
-/// knows nothing of the slab, the timer heap, or the limits it counts in.
+/// knows nothing of the slab, the timer heap, or the limits it counts in
+/// (after a PROXY header it only says whom it serves: [`Conn::named`]).
 struct Slot {
     conn: Conn,
     /// The time of its current timer entry (see [`crate::timers`]).
@@ -184,16 +187,126 @@ enum Queued {
 }
 
 /// Which of the loop's limits a connection counts against. One field, not
-/// two flags: a connection is never both a client and a rejection.
+/// two flags: a connection is never both a client and a rejection. Taken
+/// when the loop admits it, given back only by [`Slot::release`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Seat {
-    /// Open, counted against `--max-connections`.
-    Client,
+    /// Open, counted against `--max-connections`; if `per_ip`, also under
+    /// its peer's address (`--max-connections-per-ip`). A peer is fixed
+    /// once counted: only a PROXY header changes it, before the count.
+    Client { per_ip: bool },
     /// Turned away, lingering: counted against the busy slots.
     Rejected,
     /// Closing after being a client: counts against nothing (lingering
-    /// must not block a newcomer).
+    /// must not block a newcomer, not even one from the same address).
     Released,
+}
+
+impl Slot {
+    /// Gives back what its seat holds, once that is due: a client's seat
+    /// and its per-address count as soon as it stops being open (so its
+    /// close and linger keep no newcomer out), a rejection's busy slot when
+    /// its slot is `freed` (its descriptor stays open until then). The one
+    /// place a count is given back; the seat is `Released` after it, so
+    /// nothing is given back twice.
+    fn release(&mut self, counts: &mut Counts, freed: bool) {
+        let due = match self.seat {
+            Seat::Client { .. } => !self.conn.is_open(),
+            Seat::Rejected => freed,
+            Seat::Released => false,
+        };
+        if !due {
+            return;
+        }
+        match std::mem::replace(&mut self.seat, Seat::Released) {
+            Seat::Client { per_ip } => {
+                debug_assert!(counts.clients > 0, "more clients released than counted");
+                counts.clients -= 1;
+                if per_ip && let Some(ip) = self.conn.peer.ip() {
+                    counts.per_ip.release(ip);
+                }
+            }
+            Seat::Rejected => {
+                debug_assert!(counts.rejected > 0, "more rejections freed than counted");
+                counts.rejected -= 1;
+            }
+            Seat::Released => {}
+        }
+    }
+}
+
+/// What the seats hold, counted: the limits across clients. Counted when
+/// the loop admits a connection (`admit`, or a PROXY header's verdict in
+/// `drive`), given back by [`Slot::release`] alone.
+struct Counts {
+    /// `Client` seats: open clients, at most `max_connections`.
+    clients: usize,
+    /// `Rejected` seats: rejected (busy) clients still lingering, at most
+    /// `busy_slots`.
+    rejected: usize,
+    /// `Client { per_ip: true }` seats, per address.
+    per_ip: PerAddress,
+}
+
+/// What to do with a new connection ([`Counts::classify`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    /// Not in `--proxy-from`: closed unanswered.
+    Drop,
+    /// Served; `per_ip`: counted under its address (a TCP peer, with no
+    /// PROXY header to name another).
+    Serve { per_ip: bool },
+    /// Over a limit: `message`, then a lingering close in a busy slot.
+    Reject(&'static [u8], Why),
+    /// Over a limit, every busy slot taken (or no key left): `message`,
+    /// closed at once ([`turn_away`]).
+    TurnAway(&'static [u8], Why),
+}
+
+impl Counts {
+    /// Decides what to do with a connection from `peer` that would get
+    /// slab key `key`; counts nothing (the caller does, once the
+    /// connection is registered). Pure: tested without sockets.
+    fn classify(
+        &self,
+        peer: Peer,
+        key: usize,
+        limits: &Limits,
+        proxy_from: &[Cidr],
+        proxy_header: bool,
+    ) -> Admission {
+        // `--proxy-from`: only the proxies named may speak here (Unix-socket
+        // peers are trusted: the file's permissions guard them).
+        if let Some(ip) = peer.ip()
+            && !proxy_from.is_empty()
+            && !proxy_from.iter().any(|n| n.contains(ip))
+        {
+            return Admission::Drop;
+        }
+        if key >= MAX_KEYS {
+            // Never reached while each key holds a descriptor (the limits
+            // stay far below); checked so that a key can never be read as
+            // one of the loop's own tokens.
+            return Admission::TurnAway(ERR_BUSY, Why::Busy);
+        }
+        // With a PROXY header to come, the address that counts is the one
+        // it names: counted then (see `drive`).
+        let per_ip = !proxy_header && peer.ip().is_some();
+        let refusal = if self.clients >= limits.max_connections {
+            (ERR_BUSY, Why::Busy)
+        } else if let Some(ip) = peer.ip().filter(|_| per_ip)
+            && !self.per_ip.has_room(ip)
+        {
+            (ERR_TOO_MANY, Why::TooMany)
+        } else {
+            return Admission::Serve { per_ip };
+        };
+        if self.rejected >= limits.busy_slots {
+            Admission::TurnAway(refusal.0, refusal.1)
+        } else {
+            Admission::Reject(refusal.0, refusal.1)
+        }
+    }
 }
 
 /// The command line's settings the loop consults (the connections' own
@@ -216,11 +329,6 @@ struct Settings {
 /// The loop's state between turns.
 #[derive(Default)]
 struct State {
-    /// Open clients, counted against `max_connections`. A client stops
-    /// counting when it starts closing: lingering must not block a newcomer.
-    clients: usize,
-    /// Rejected (busy) clients still lingering, at most `busy_slots`.
-    rejected: usize,
     /// Connections to drive next turn without waiting for an event.
     again: Vec<usize>,
     /// Closed this turn; freed at the end of it, so that a later event of
@@ -354,6 +462,11 @@ impl Server {
             // costs address space, not memory, and growing would copy.
             conns: Slab::with_capacity(limits.max_connections.min(1 << 16) + limits.busy_slots),
             timers: Timers::default(),
+            counts: Counts {
+                clients: 0,
+                rejected: 0,
+                per_ip: PerAddress::new(limits.per_ip),
+            },
             shared: Shared {
                 rbuf: vec![0; READ_BUF].into_boxed_slice(),
                 numbers,
@@ -362,7 +475,6 @@ impl Server {
                 now,
                 active: Active::at(now, timeouts),
                 stats: Stats::default(),
-                per_ip: PerAddress::new(limits.per_ip),
                 pending_out: 0,
                 output_budget: limits.output_budget,
                 read_budget: READ_BUDGET,
@@ -562,7 +674,7 @@ impl Server {
                         warn!(
                             "out of file descriptors ({e}) with {} clients: \
                              new clients wait in the backlog",
-                            self.state.clients
+                            self.counts.clients
                         );
                     }
                     return None;
@@ -582,79 +694,79 @@ impl Server {
     /// Takes a new connection into the slab and registers it, once, for
     /// both directions: nothing will ever be re-registered. Or turns it
     /// away: unanswered if it is not a trusted proxy, with an `ERR` line
-    /// if over a limit.
+    /// if over a limit. What to do is [`Counts::classify`]'s decision;
+    /// here it is carried out, and counted once the connection is seated.
     fn admit(&mut self, mut stream: Stream, peer: Peer) {
         self.shared.stats.accepted += 1;
-        if !self.trusted(peer) {
-            return; // dropped: closed unanswered
+        let key = self.conns.vacant_key();
+        let settings = &self.settings;
+        let admission = self.counts.classify(
+            peer,
+            key,
+            &self.limits,
+            &settings.proxy_from,
+            settings.proxy_protocol,
+        );
+        let stats = &mut self.shared.stats;
+        match admission {
+            Admission::Drop => return self.untrusted(peer),
+            Admission::Serve { .. } => {}
+            Admission::Reject(_, why) | Admission::TurnAway(_, why) => match why {
+                Why::TooMany => stats.rejected_per_ip += 1,
+                _ => stats.rejected_busy += 1,
+            },
         }
-        if self.conns.vacant_key() >= MAX_KEYS {
-            // Never reached while each key holds a descriptor (the limits
-            // stay far below); checked so that a key can never be read as
-            // one of the loop's own tokens.
-            let sh = &mut self.shared;
-            sh.stats.rejected_busy += 1;
-            turn_away(stream, ERR_BUSY, &mut sh.rbuf, &mut sh.stats);
-            return;
-        }
-        let refusal = self.refusal(peer);
-        if let Some((message, why)) = &refusal
-            && self.state.rejected >= self.limits.busy_slots
-        {
+        if let Admission::TurnAway(message, why) = admission {
             // Too many rejections lingering already: no slot for this one.
             let sh = &mut self.shared;
             turn_away(stream, message, &mut sh.rbuf, &mut sh.stats);
             debug!("rejected {peer}: {why} (closed at once)");
             return;
         }
-        // Counted under its address by `refusal` (unless refused, or unless
-        // a PROXY header will name the real client: the connection counts
-        // that one).
-        let ip_counted = refusal.is_none() && !self.settings.proxy_protocol && peer.ip().is_some();
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
         if let Err(e) = self
             .poll
             .registry()
             .register(&mut stream, Token(key), CLIENT_INTEREST)
         {
-            if ip_counted && let Some(ip) = peer.ip() {
-                self.shared.per_ip.release(ip);
-            }
+            // Nothing counted yet: nothing to give back.
             if self.state.register_warned.due(self.shared.now) {
                 warn!("could not register {peer}: {e}; closed it (logged at most every 10s)");
             }
             return;
         }
-        let (conn, seat) = match refusal {
-            Some((message, why)) => {
+        let (conn, seat) = match admission {
+            Admission::Reject(message, why) => {
                 // Logged here, where the reason is at hand (formatted only
                 // when debug logging is on).
-                debug!("rejected {peer}: {why} ({} clients)", self.state.clients);
+                debug!("rejected {peer}: {why} ({} clients)", self.counts.clients);
                 let conn = Conn::refused(stream, peer, message, why, &mut self.shared);
+                self.counts.rejected += 1;
                 (conn, Seat::Rejected)
             }
-            None => {
+            _ => {
                 let proxied = self.settings.proxy_protocol;
-                let conn = Conn::new(stream, peer, proxied, ip_counted, &self.shared);
-                (conn, Seat::Client)
+                let conn = Conn::new(stream, peer, proxied, &self.shared);
+                let per_ip = admission == Admission::Serve { per_ip: true };
+                if per_ip && let Some(ip) = peer.ip() {
+                    self.counts.per_ip.count(ip);
+                }
+                self.counts.clients += 1;
+                (conn, Seat::Client { per_ip })
             }
         };
-        entry.insert(Slot {
+        let key = self.conns.insert(Slot {
             conn,
             armed: None,
             seat,
             queued: Queued::No,
         });
         if seat == Seat::Rejected {
-            self.state.rejected += 1;
             // Its error line is to be sent.
             self.drive(key, Wake::Ready);
             return;
         }
-        self.state.clients += 1;
         let stats = &mut self.shared.stats;
-        stats.peak = stats.peak.max(self.state.clients as u64);
+        stats.peak = stats.peak.max(self.counts.clients as u64);
         if self.settings.proxy_protocol {
             // `serving` names the real client, once its header is read.
             debug!("accepted {peer} as token {key}, waiting for its PROXY header");
@@ -665,17 +777,9 @@ impl Server {
         self.settle(key, Status::Wait);
     }
 
-    /// `--proxy-from`: only the proxies named may speak here. Anyone else
-    /// is closed unanswered (Unix-socket peers are trusted: the file's
-    /// permissions guard them).
-    fn trusted(&mut self, peer: Peer) -> bool {
-        let from = &self.settings.proxy_from;
-        let Some(ip) = peer.ip() else {
-            return true;
-        };
-        if from.is_empty() || from.iter().any(|n| n.contains(ip)) {
-            return true;
-        }
+    /// A peer not in `--proxy-from`, closed unanswered: counted, and
+    /// warned about at most every [`WARN_EVERY`].
+    fn untrusted(&mut self, peer: Peer) {
         let stats = &mut self.shared.stats;
         stats.rejected_untrusted += 1;
         if self.state.untrusted_warned.due(self.shared.now) {
@@ -685,27 +789,6 @@ impl Server {
                 WARN_EVERY.as_secs()
             );
         }
-        false
-    }
-
-    /// Whether to turn a new client away, and with what: over
-    /// `--max-connections`, or over the per-address limit (checked, and
-    /// the client counted if it passes, unless a PROXY header will name
-    /// the real client).
-    fn refusal(&mut self, peer: Peer) -> Option<(&'static [u8], Why)> {
-        let stats = &mut self.shared.stats;
-        if self.state.clients >= self.limits.max_connections {
-            stats.rejected_busy += 1;
-            return Some((ERR_BUSY, Why::Busy));
-        }
-        if let Some(ip) = peer.ip()
-            && !self.settings.proxy_protocol
-            && !self.shared.per_ip.admit(ip)
-        {
-            stats.rejected_per_ip += 1;
-            return Some((ERR_TOO_MANY, Why::TooMany));
-        }
-        None
     }
 
     /// Runs the connection at `key` after `wake`, then settles it.
@@ -717,9 +800,26 @@ impl Server {
             // A late event for a connection closed earlier in this batch.
             return;
         }
-        let status = slot
-            .conn
-            .drive(Token(key), wake, &mut self.shared, self.answers.lend());
+        let sh = &mut self.shared;
+        let mut status = slot.conn.drive(Token(key), wake, sh, self.answers.lend());
+        if let Some(ip) = slot.conn.named() {
+            // Its PROXY header named the client: admitted under that
+            // address or refused, as at accept, before any line of it is
+            // answered.
+            debug_assert_eq!(slot.seat, Seat::Client { per_ip: false });
+            let per_ip = &mut self.counts.per_ip;
+            let admitted = per_ip.has_room(ip);
+            if admitted {
+                per_ip.count(ip);
+                slot.seat = Seat::Client { per_ip: true };
+            } else {
+                sh.stats.rejected_per_ip += 1;
+            }
+            let verdict = Wake::Verdict(admitted);
+            status = slot
+                .conn
+                .drive(Token(key), verdict, sh, self.answers.lend());
+        }
         self.settle(key, status);
     }
 
@@ -730,12 +830,8 @@ impl Server {
     /// itself; nobody carries an earlier one around.
     fn settle(&mut self, key: usize, status: Status) {
         let slot = &mut self.conns[key];
-        if slot.seat == Seat::Client && !slot.conn.is_open() {
-            // Closing: its place is free for the next client already.
-            slot.seat = Seat::Released;
-            debug_assert!(self.state.clients > 0, "more clients released than counted");
-            self.state.clients -= 1;
-        }
+        // Closing: its place is free for the next client already.
+        slot.release(&mut self.counts, false);
         let closed = match status {
             Status::Wait => false,
             Status::Again => {
@@ -842,14 +938,8 @@ impl Server {
         }
         for key in std::mem::take(&mut self.state.closed) {
             let mut slot = self.conns.remove(key);
-            debug_assert!(slot.seat != Seat::Client, "a closed client still seated");
-            if slot.seat == Seat::Rejected {
-                debug_assert!(
-                    self.state.rejected > 0,
-                    "more rejections freed than counted"
-                );
-                self.state.rejected -= 1;
-            }
+            slot.release(&mut self.counts, true);
+            debug_assert_eq!(slot.seat, Seat::Released, "a freed slot still holds a seat");
             debug_assert!(slot.armed.is_none(), "a closed connection still armed");
             // Deregister before the socket is dropped (closed).
             if let Err(e) = self.poll.registry().deregister(slot.conn.stream()) {
@@ -881,7 +971,7 @@ impl Server {
                 )
             });
             Gauges {
-                open: self.state.clients as u64,
+                open: self.counts.clients as u64,
                 lingering,
                 paused,
                 max_connections: self.limits.max_connections as u64,
@@ -963,7 +1053,7 @@ impl Server {
             "{}",
             self.shared
                 .stats
-                .line(self.state.clients, self.shared.pending_out)
+                .line(self.counts.clients, self.shared.pending_out)
         );
     }
 
@@ -1213,6 +1303,260 @@ mod tests {
                 source.token()
             );
         }
+    }
+
+    // Admission, decided without sockets.
+
+    fn limits(max_connections: usize, busy_slots: usize, per_ip: usize) -> Limits {
+        Limits {
+            max_connections,
+            busy_slots,
+            per_ip: Some(per_ip),
+            fd_room: max_connections,
+            output_budget: 1 << 20,
+            memory: None,
+        }
+    }
+
+    fn counts(limits: &Limits) -> Counts {
+        Counts {
+            clients: 0,
+            rejected: 0,
+            per_ip: PerAddress::new(limits.per_ip),
+        }
+    }
+
+    fn tcp(ip: &str) -> Peer {
+        Peer::tcp(std::net::SocketAddr::new(ip.parse().expect("ip"), 4000))
+    }
+
+    #[test]
+    fn classify_serves_rejects_turns_away_and_drops() {
+        let l = limits(2, 1, 1);
+        let mut c = counts(&l);
+        let a = tcp("192.0.2.1");
+        assert_eq!(
+            c.classify(a, 0, &l, &[], false),
+            Admission::Serve { per_ip: true }
+        );
+        c.clients = 1;
+        c.per_ip.count(a.ip().expect("ip"));
+        // Its address is at its limit: this one is told so.
+        let over = Admission::Reject(ERR_TOO_MANY, Why::TooMany);
+        assert_eq!(c.classify(a, 1, &l, &[], false), over);
+        // With a PROXY header to come, the proxy's address counts nothing.
+        assert_eq!(
+            c.classify(a, 1, &l, &[], true),
+            Admission::Serve { per_ip: false }
+        );
+        assert_eq!(
+            c.classify(Peer::Unix, 1, &l, &[], false),
+            Admission::Serve { per_ip: false }
+        );
+        // Every busy slot taken: closed at once.
+        c.rejected = 1;
+        let at_once = Admission::TurnAway(ERR_TOO_MANY, Why::TooMany);
+        assert_eq!(c.classify(a, 1, &l, &[], false), at_once);
+        c.rejected = 0;
+        c.clients = 2;
+        let busy = Admission::Reject(ERR_BUSY, Why::Busy);
+        assert_eq!(c.classify(tcp("192.0.2.2"), 2, &l, &[], false), busy);
+        assert_eq!(
+            c.classify(tcp("192.0.2.2"), MAX_KEYS, &l, &[], false),
+            Admission::TurnAway(ERR_BUSY, Why::Busy)
+        );
+        // `--proxy-from`: anyone else is dropped, whatever the counts.
+        let from = [Cidr {
+            net: "198.51.100.0".parse().expect("ip"),
+            len: 24,
+        }];
+        assert_eq!(c.classify(a, 0, &l, &from, true), Admission::Drop);
+        assert_eq!(
+            c.classify(Peer::Unix, 0, &l, &from, true),
+            busy,
+            "a Unix peer is trusted: only the limits apply"
+        );
+    }
+
+    // The per-address count, given back on each path, once: a real server
+    // on loopback, its loop turned by hand (`turn`), its counts read
+    // directly. A second release would trip `PerAddress::release`'s
+    // debug assertion, so every path here also checks "exactly once".
+
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    const LOCAL: &str = "127.0.0.1";
+
+    fn started(args: &[&str]) -> (Server, std::net::SocketAddr) {
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let server = Server::bind(&config(&all), 1024, None, Vec::new()).expect("bind");
+        let addr = match server.listeners[0].local_addr().expect("addr") {
+            crate::net::LocalAddr::Tcp(a) => a,
+            crate::net::LocalAddr::Unix(p) => panic!("not TCP: {}", p.display()),
+        };
+        (server, addr)
+    }
+
+    /// One turn of the loop, as `run` takes it, for listeners and clients.
+    fn turn(s: &mut Server) {
+        let mut events = Events::with_capacity(64);
+        s.poll
+            .poll(&mut events, Some(Duration::from_millis(20)))
+            .expect("poll");
+        s.shared.set_now(Instant::now());
+        for event in events.iter() {
+            match Source::decode(event.token()) {
+                Source::Client(key) => {
+                    if let Some(slot) = s.conns.get_mut(key) {
+                        slot.conn.mark_ready(event);
+                    }
+                    s.drive(key, Wake::Ready);
+                }
+                Source::Listener(from) => s.accept(from),
+                Source::Signals | Source::Scrape(_) => {}
+            }
+        }
+        for key in std::mem::take(&mut s.state.again) {
+            if let Some(slot) = s.conns.get_mut(key) {
+                slot.queued = Queued::No;
+            }
+            s.drive(key, Wake::Ready);
+        }
+        s.fire_timers();
+        s.free_closed();
+    }
+
+    fn turn_until(s: &mut Server, what: &str, done: impl Fn(&Server) -> bool) {
+        for _ in 0..250 {
+            if done(s) {
+                return;
+            }
+            turn(s);
+        }
+        panic!("never: {what}");
+    }
+
+    fn held(s: &Server, ip: &str) -> usize {
+        s.counts.per_ip.held(ip.parse().expect("ip"))
+    }
+
+    fn connect(addr: std::net::SocketAddr) -> TcpStream {
+        let c = TcpStream::connect(addr).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        c
+    }
+
+    /// Reads until EOF, turning the loop meanwhile.
+    fn read_to_end(s: &mut Server, c: &mut TcpStream) -> String {
+        c.set_nonblocking(true).expect("nonblocking");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        for _ in 0..250 {
+            turn(s);
+            match c.read(&mut buf) {
+                Ok(0) => return String::from_utf8_lossy(&got).into_owned(),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        panic!("no EOF");
+    }
+
+    #[test]
+    fn close_gives_the_address_back_when_closing_starts_not_when_freed() {
+        let (mut s, addr) = started(&["--max-connections-per-ip", "1"]);
+        let mut a = connect(addr);
+        turn_until(&mut s, "a counted", |s| held(s, LOCAL) == 1);
+        a.write_all(b"1\nSTOP\n").expect("send");
+        let got = read_to_end(&mut s, &mut a);
+        assert_eq!(got.lines().count(), 1, "{got:?}");
+        // Its connection lingers (our FIN sent, its EOF not yet), holding
+        // nothing: a reconnect from the same address is served.
+        assert_eq!(s.conns.len(), 1);
+        assert_eq!((held(&s, LOCAL), s.counts.clients), (0, 0));
+        let _b = connect(addr);
+        turn_until(&mut s, "b served", |s| s.counts.clients == 1);
+        assert_eq!(held(&s, LOCAL), 1);
+        drop(a);
+        turn_until(&mut s, "a freed", |s| s.conns.len() == 1);
+        assert_eq!(held(&s, LOCAL), 1, "a's close gave nothing back twice");
+    }
+
+    #[test]
+    fn a_rejection_counts_no_address_and_frees_its_busy_slot() {
+        let (mut s, addr) = started(&["--max-connections-per-ip", "1"]);
+        let mut a = connect(addr);
+        turn_until(&mut s, "a counted", |s| held(s, LOCAL) == 1);
+        let mut b = connect(addr);
+        turn_until(&mut s, "b rejected", |s| s.counts.rejected == 1);
+        assert_eq!(held(&s, LOCAL), 1, "the rejected one is not counted");
+        assert_eq!(s.shared.stats.rejected_per_ip, 1);
+        let got = read_to_end(&mut s, &mut b);
+        assert_eq!(got, "ERR too many connections from your address\n");
+        drop(b);
+        turn_until(&mut s, "b freed", |s| s.counts.rejected == 0);
+        assert_eq!((held(&s, LOCAL), s.counts.clients), (1, 1));
+        a.write_all(b"STOP\n").expect("send");
+        turn_until(&mut s, "a closing", |s| s.counts.clients == 0);
+        assert_eq!(held(&s, LOCAL), 0);
+    }
+
+    #[test]
+    fn a_proxied_client_is_counted_under_the_address_its_header_names() {
+        let (mut s, addr) = started(&["--proxy-protocol", "--max-connections-per-ip", "1"]);
+        let named = "192.0.2.9";
+        let mut a = connect(addr);
+        turn_until(&mut s, "a seated", |s| s.counts.clients == 1);
+        assert_eq!(held(&s, LOCAL), 0, "the proxy's address counts nothing");
+        a.write_all(b"PROXY TCP4 192.0.2.9 127.0.0.1 5555 80\r\n1\n")
+            .expect("send");
+        let mut line = [0u8; 64];
+        turn_until(&mut s, "a counted", |s| held(s, named) == 1);
+        let n = a.read(&mut line).expect("answer");
+        assert!(line[..n].ends_with(b"\n"), "an answer");
+        // Another connection naming the same client: refused, never counted.
+        let mut b = connect(addr);
+        b.write_all(b"PROXY TCP4 192.0.2.9 127.0.0.1 5556 80\r\n1\n")
+            .expect("send");
+        let got = read_to_end(&mut s, &mut b);
+        assert_eq!(got, "ERR too many connections from your address\n");
+        assert_eq!(s.shared.stats.rejected_per_ip, 1);
+        assert_eq!((held(&s, named), held(&s, LOCAL)), (1, 0));
+        assert_eq!(s.counts.clients, 1, "b's seat given back as it closed");
+        a.write_all(b"STOP\n").expect("send");
+        drop((a, b));
+        turn_until(&mut s, "all freed", |s| s.conns.is_empty());
+        assert_eq!((held(&s, named), s.counts.clients), (0, 0));
+        assert_eq!(s.counts.per_ip.addresses(), 0);
+    }
+
+    #[test]
+    fn an_output_timeout_gives_the_address_back() {
+        let (mut s, addr) = started(&["--max-connections-per-ip", "1", "--output-timeout", "5"]);
+        let mut a = connect(addr);
+        turn_until(&mut s, "a counted", |s| held(s, LOCAL) == 1);
+        // Lines, never reading the answers, until the server stops reading.
+        a.set_nonblocking(true).expect("nonblocking");
+        let lines = b"1\n".repeat(32 * 1024);
+        for _ in 0..2000 {
+            let _ = a.write(&lines);
+            turn(&mut s);
+            if s.conns.iter().any(|(_, slot)| slot.conn.is_paused()) {
+                break;
+            }
+        }
+        assert!(s.conns.iter().any(|(_, slot)| slot.conn.is_paused()));
+        // Five seconds on, none taken: closed at once.
+        s.shared.set_now(Instant::now() + Duration::from_secs(6));
+        s.fire_timers();
+        assert_eq!(s.shared.stats.output_closed, 1);
+        assert_eq!((held(&s, LOCAL), s.counts.clients), (0, 0));
+        s.free_closed();
+        assert!(s.conns.is_empty());
     }
 
     /// A start-up failure keeps the system's error: a caller matches its

@@ -361,6 +361,23 @@ fn a_closing_client_does_not_hold_a_place() {
 }
 
 #[test]
+fn a_client_that_stops_and_reconnects_at_the_per_address_limit_is_served() {
+    // The same for the per-address count: the first connection lingers
+    // (its client read the answer and our EOF but keeps its socket), and
+    // its address is free for the reconnect at once. Before the count was
+    // given back with the seat, the reconnect got "ERR too many
+    // connections from your address" for up to LINGER.
+    let server = Server::start(&["--max-connections-per-ip", "1"]);
+    let mut first = server.connect();
+    first.send(b"hi\nSTOP\n");
+    let rest = first.rest_until_eof();
+    assert_eq!(rest.iter().filter(|&&b| b == b'\n').count(), 1, "{rest:?}");
+    let mut again = server.connect();
+    assert!((1..=99).contains(&again.ask("my turn")));
+    drop(first);
+}
+
+#[test]
 fn many_rejected_clients_all_get_the_busy_line_without_a_reset() {
     let server = Server::start(&["--max-connections", "1"]);
     let mut holder = server.connect();
