@@ -5,15 +5,17 @@
 //!
 //! What is *not* here: accepting, polling, the timer heap, the slab and
 //! the limits counted across clients, which are the loop's business
-//! ([`crate::server`]); and the meaning of bytes, which is the framer's
-//! ([`crate::line`]) and the PROXY parser's ([`crate::proxy`]).
+//! ([`crate::server`]: after a PROXY header a connection only says whom
+//! it serves, [`Conn::named`], and the loop admits that client or not);
+//! and the meaning of bytes, which is the framer's ([`crate::line`]) and
+//! the PROXY parser's ([`crate::proxy`]).
 //!
 //! ```text
 //!  accept ──┬──────────────────────► Open ── STOP, line too long, idle timeout, shutdown ──┐
 //!           │                         ▲ │                                                  │
 //!           │   --proxy-protocol      │ └── client EOF ──► Closing (no linger) ──► closed   │
-//!           ├──► Header ── header ────┘                     (answers flushed)              ▼
-//!           │      └── bad or late header, shutdown ─────────────────────────► Closing (linger)
+//!           ├──► Header ── admitted ──┘                     (answers flushed)              ▼
+//!           │      └── bad or late header, refused per address, shutdown ────► Closing (linger)
 //!           └── refused: its ERR line ───────────────────────────────────────►       │
 //!                                                                       answers flushed,
 //!                                                                       our FIN sent

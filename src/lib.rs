@@ -15,8 +15,8 @@
 //!
 //! | file | holds | does not hold |
 //! |---|---|---|
-//! | [`server`] | the loop: polling, what each event's token stands for (decoded once), accepting on every listener (one helper, out-of-descriptor retry included), the limits counted across clients, when each connection runs, its timer entry, shutdown | per-byte work, client reads and writes, the metrics endpoint's connections |
-//! | [`conn`] | one client: every read and write on its socket, framing and answering, its phases and the deadline each one holds | polling, the timer heap, the slab, counting clients |
+//! | [`server`] | the loop: polling, what each event's token stands for (decoded once), accepting on every listener (one helper, out-of-descriptor retry included), admitting (a pure decision, then the registration), the limits counted across clients (each count held by a slot's seat, given back in one place), when each connection runs, its timer entry, shutdown | per-byte work, client reads and writes, the metrics endpoint's connections |
+//! | [`conn`] | one client: every read and write on its socket, framing and answering, its phases and the deadline each one holds | polling, the timer heap, the slab, counting or admitting clients (after a PROXY header it says whom it serves; the loop admits) |
 //!
 //! These do no I/O (but for the seed `numbers` asks the system for once);
 //! each is tested on its own:
@@ -30,7 +30,7 @@
 //! | [`line`](mod@line) | the line framer (tested on every split) | sockets |
 //! | [`proxy`] | the PROXY protocol header parser (tested on every split) | sockets |
 //! | [`numbers`] | the random number source and its text form (ChaCha12, or `--seed`) | framing |
-//! | [`per_ip`] | connections per client address (`--max-connections-per-ip`) | what to do past the limit |
+//! | [`per_ip`] | connections per client address (`--max-connections-per-ip`) | whom to admit, which connection holds a count |
 //! | [`stats`] | the loop's counters, their keys listed once, and the `stats:` line | when they are logged |
 //!
 //! These do I/O of their own, each of one kind:
