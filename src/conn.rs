@@ -124,51 +124,105 @@ pub struct Timeouts {
     pub output: Option<Duration>,
 }
 
-/// What a connection borrows from the loop while it runs.
-pub struct Shared {
-    /// Every read lands here; only the framer's small state survives it.
-    /// Only `rbuf[..n]` of a read of `n` bytes is ever looked at, so what an
-    /// earlier client's read left beyond it is never seen.
-    pub rbuf: Box<[u8]>,
-    /// The one number source.
-    pub numbers: Numbers,
+/// Every read lands in a buffer this big (the loop's one, in [`Shared`]).
+const READ_BUF: usize = 16 * 1024;
+
+/// The command line's settings every connection follows, fixed at start.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
     /// `--max-line`.
     pub max_line: Option<usize>,
     /// `--idle-timeout` and `--output-timeout`.
     pub timeouts: Timeouts,
-    /// The time of this loop turn (one clock read per wake-up). Every
-    /// deadline is computed from it, never from the system clock, so a
-    /// test can drive a connection through time it sets itself. Set it
-    /// with [`Shared::set_now`], which keeps `active` in step.
-    pub now: Instant,
-    /// The deadlines of a client active at `now`: computed once per turn,
-    /// copied into every connection active in it.
-    pub active: Active,
-    /// The loop's counters; a connection bumps the per-byte ones.
-    pub stats: Stats,
-    /// Answers waiting in every connection's `out`, all together. Kept in
-    /// this file only: by [`Conn::drive`] (what a drive changes) and by
-    /// [`Conn::refused`] (the one line a refusal starts with); a closed
-    /// connection's `out` is emptied before its drive returns.
-    pub pending_out: usize,
     /// `--output-budget`: past it, a client with answers waiting is not
     /// read from until they drain.
     pub output_budget: usize,
+}
+
+/// What a connection borrows from the loop while it runs, in four parts:
+/// the turn's inputs, which the loop sets and connections only read; the
+/// settings and the number source, set at start; scratch space, which
+/// holds nothing from one use to the next; and counters, which both
+/// sides bump. The one total both sides depend on, the answers waiting,
+/// is written by connections alone and read by the loop through a method.
+pub struct Shared {
+    // The turn's inputs (the loop writes them, through methods).
+    /// The time of this loop turn (one clock read per wake-up). Every
+    /// deadline is computed from it, never from the system clock, so a
+    /// test can drive a connection through time it sets itself. Set with
+    /// [`Shared::set_now`], which keeps `active` in step; read with
+    /// [`Shared::now`].
+    now: Instant,
+    /// The deadlines of a client active at `now`: computed once per turn,
+    /// copied into every connection active in it (recomputing them per
+    /// line cost instructions per line: docs/performance.md).
+    active: Active,
     /// Bytes each connection may read this turn, in its one reading drive
-    /// of the turn (the loop sets it per turn from [`TURN_READ_BUDGET`]).
-    pub read_budget: usize,
+    /// of the turn (the loop sets it per turn from [`TURN_READ_BUDGET`],
+    /// with [`Shared::set_read_budget`]).
+    read_budget: usize,
+
+    // Fixed at start.
+    rules: Rules,
+    /// The one number source.
+    numbers: Numbers,
+
+    // Scratch space.
+    /// Every read lands here; only the framer's small state survives it.
+    /// Only `rbuf[..n]` of a read of `n` bytes is ever looked at, so what an
+    /// earlier client's read left beyond it is never seen.
+    pub rbuf: Box<[u8]>,
+
+    // Counters.
+    /// The loop's counters; a connection bumps the per-byte ones.
+    pub stats: Stats,
+    /// Answers waiting in every connection's `out`, all together. Written
+    /// in this file only: by [`Conn::drive`] (what a drive changes) and by
+    /// [`Conn::refused`] (the one line a refusal starts with); a closed
+    /// connection's `out` is emptied before its drive returns. The loop
+    /// reads it ([`Shared::pending_out`]).
+    pending_out: usize,
 }
 
 impl Shared {
+    /// What connections will borrow, at `now`, before the first turn.
+    pub fn new(rules: Rules, numbers: Numbers, now: Instant) -> Shared {
+        Shared {
+            now,
+            active: Active::at(now, rules.timeouts),
+            read_budget: READ_BUDGET,
+            rules,
+            numbers,
+            rbuf: vec![0; READ_BUF].into_boxed_slice(),
+            stats: Stats::default(),
+            pending_out: 0,
+        }
+    }
+
     /// A new turn: the time is `now`.
     pub fn set_now(&mut self, now: Instant) {
         self.now = now;
-        self.active = Active::at(now, self.timeouts);
+        self.active = Active::at(now, self.rules.timeouts);
+    }
+
+    /// The time of this loop turn.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// This turn's read budget for each connection driven.
+    pub fn set_read_budget(&mut self, bytes: usize) {
+        self.read_budget = bytes;
+    }
+
+    /// Bytes of answers waiting in the server now, all clients together.
+    pub fn pending_out(&self) -> usize {
+        self.pending_out
     }
 
     /// True while pending answers are over `--output-budget`.
     fn over_budget(&self) -> bool {
-        self.pending_out > self.output_budget
+        self.pending_out > self.rules.output_budget
     }
 }
 
@@ -270,7 +324,7 @@ struct Named {
 
 /// The deadlines of an open client, counted from its last activity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Active {
+struct Active {
     /// `--idle-timeout`.
     idle_by: Option<Instant>,
     /// `--output-timeout`: due only while answers wait in `out`.
@@ -279,7 +333,7 @@ pub struct Active {
 
 impl Active {
     /// The deadlines of a client active at `now`.
-    pub fn at(now: Instant, t: Timeouts) -> Active {
+    fn at(now: Instant, t: Timeouts) -> Active {
         Active {
             idle_by: t.idle.map(|d| now + d),
             stuck_by: t.output.map(|d| now + d),
@@ -958,7 +1012,7 @@ impl Conn {
         let mut input = &sh.rbuf[range];
         let mut end = None;
         while !input.is_empty() {
-            let (used, frame) = self.framer.advance(input, sh.max_line);
+            let (used, frame) = self.framer.advance(input, sh.rules.max_line);
             input = &input[used..];
             match frame {
                 None => {}
@@ -1169,18 +1223,13 @@ mod tests {
                 .set_read_timeout(Some(Duration::from_secs(10)))
                 .expect("timeout");
             let t0 = Instant::now();
-            let sh = Shared {
-                rbuf: vec![0; 16 * 1024].into_boxed_slice(),
-                numbers: Numbers::new(1, 100, Some(1)).expect("numbers"),
+            let rules = Rules {
                 max_line: Some(1024),
                 timeouts,
-                now: t0,
-                active: Active::at(t0, timeouts),
-                stats: Stats::default(),
-                pending_out: 0,
                 output_budget: 1 << 20,
-                read_budget: READ_BUDGET,
             };
+            let numbers = Numbers::new(1, 100, Some(1)).expect("numbers");
+            let sh = Shared::new(rules, numbers, t0);
             let stream = Stream::Tcp(mio::net::TcpStream::from_std(server));
             let conn = Conn::new(stream, Peer::tcp(addr), proxy_header, &sh);
             Rig {

@@ -27,7 +27,7 @@
 use crate::answers::AnswerBuf;
 use crate::config::{Cidr, Config};
 use crate::conn::{
-    Active, Conn, ERR_BUSY, ERR_TOO_MANY, MIN_READ_BUDGET, OUT_CAP, READ_BUDGET, Shared, Status,
+    Conn, ERR_BUSY, ERR_TOO_MANY, MIN_READ_BUDGET, OUT_CAP, READ_BUDGET, Rules, Shared, Status,
     TURN_READ_BUDGET, Timeouts, Wake, Why, turn_away,
 };
 use crate::limits::{Asked, Limits, MAX_KEYS};
@@ -35,7 +35,6 @@ use crate::metrics::{Endpoint, Gauges, MAX_SCRAPES};
 use crate::net::{ClientSockets, Listener, Peer, Stream};
 use crate::numbers::Numbers;
 use crate::per_ip::PerAddress;
-use crate::stats::Stats;
 use crate::sys::MemoryLimit;
 use crate::timers::{Entry, Timers};
 use log::{Level, debug, info, log_enabled, trace, warn};
@@ -111,8 +110,6 @@ impl Source {
 /// Events per poll: enough that a turn sees every busy client (a small
 /// number here delays clients behind a few chatty ones).
 const EVENTS_CAPACITY: usize = 1024;
-/// Shared read buffer size.
-const READ_BUF: usize = 16 * 1024;
 /// A client socket is registered once, for everything we will ever want
 /// from it. PRIORITY (Linux) reports TCP urgent data, which stops a read
 /// short: see `Conn::mark_ready`.
@@ -447,9 +444,13 @@ impl Server {
         };
         let limits = Limits::new(asked, fd_limit, memory.map(|m| m.bytes));
         log_limits(cfg, &limits, fd_limit, memory);
-        let timeouts = Timeouts {
-            idle: cfg.idle_timeout,
-            output: cfg.output_timeout,
+        let rules = Rules {
+            max_line: cfg.max_line,
+            timeouts: Timeouts {
+                idle: cfg.idle_timeout,
+                output: cfg.output_timeout,
+            },
+            output_budget: limits.output_budget,
         };
         let now = Instant::now();
 
@@ -467,18 +468,7 @@ impl Server {
                 rejected: 0,
                 per_ip: PerAddress::new(limits.per_ip),
             },
-            shared: Shared {
-                rbuf: vec![0; READ_BUF].into_boxed_slice(),
-                numbers,
-                max_line: cfg.max_line,
-                timeouts,
-                now,
-                active: Active::at(now, timeouts),
-                stats: Stats::default(),
-                pending_out: 0,
-                output_budget: limits.output_budget,
-                read_budget: READ_BUDGET,
-            },
+            shared: Shared::new(rules, numbers, now),
             answers: AnswerBuf::with_capacity(OUT_CAP + 64),
             limits,
             settings: Settings {
@@ -532,10 +522,11 @@ impl Server {
             }
             // This turn's share of TURN_READ_BUDGET for each client driven.
             let driven = events.iter().count() + again.len();
-            self.shared.read_budget =
-                (TURN_READ_BUDGET / driven.max(1)).clamp(MIN_READ_BUDGET, READ_BUDGET);
+            self.shared.set_read_budget(
+                (TURN_READ_BUDGET / driven.max(1)).clamp(MIN_READ_BUDGET, READ_BUDGET),
+            );
             if let Some(from) = slept_from {
-                trace_wakeup(&events, self.shared.now - from, timeout);
+                trace_wakeup(&events, self.shared.now() - from, timeout);
             }
 
             for event in events.iter() {
@@ -589,7 +580,7 @@ impl Server {
         let Some(deadline) = self.state.stopping else {
             return false;
         };
-        let now = self.shared.now;
+        let now = self.shared.now();
         if now >= deadline {
             self.state.cut += self
                 .conns
@@ -641,7 +632,7 @@ impl Server {
             match (from, &mut self.metrics) {
                 (Listening::Line(_), _) => self.admit(stream, peer),
                 (Listening::Metrics, Some(m)) => {
-                    m.admit(stream, peer, self.poll.registry(), self.shared.now);
+                    m.admit(stream, peer, self.poll.registry(), self.shared.now());
                 }
                 (Listening::Metrics, None) => {}
             }
@@ -669,8 +660,8 @@ impl Server {
                     // again now would spin; stopping for good would stall
                     // it. So: retry when one of ours closes, or after a
                     // short wait.
-                    self.state.accept_retry = Some(self.shared.now + ACCEPT_RETRY);
-                    if self.state.fd_warned.due(self.shared.now) {
+                    self.state.accept_retry = Some(self.shared.now() + ACCEPT_RETRY);
+                    if self.state.fd_warned.due(self.shared.now()) {
                         warn!(
                             "out of file descriptors ({e}) with {} clients: \
                              new clients wait in the backlog",
@@ -684,7 +675,7 @@ impl Server {
                 Err(e) if is_per_connection(&e) => debug!("accept: {e}"),
                 Err(e) => {
                     warn!("accept failed: {e}; retrying shortly");
-                    self.state.accept_retry = Some(self.shared.now + ACCEPT_RETRY);
+                    self.state.accept_retry = Some(self.shared.now() + ACCEPT_RETRY);
                     return None;
                 }
             }
@@ -729,7 +720,7 @@ impl Server {
             .register(&mut stream, Token(key), CLIENT_INTEREST)
         {
             // Nothing counted yet: nothing to give back.
-            if self.state.register_warned.due(self.shared.now) {
+            if self.state.register_warned.due(self.shared.now()) {
                 warn!("could not register {peer}: {e}; closed it (logged at most every 10s)");
             }
             return;
@@ -780,9 +771,10 @@ impl Server {
     /// A peer not in `--proxy-from`, closed unanswered: counted, and
     /// warned about at most every [`WARN_EVERY`].
     fn untrusted(&mut self, peer: Peer) {
+        let now = self.shared.now();
         let stats = &mut self.shared.stats;
         stats.rejected_untrusted += 1;
-        if self.state.untrusted_warned.due(self.shared.now) {
+        if self.state.untrusted_warned.due(now) {
             warn!(
                 "refused {peer}: not in --proxy-from ({} refused so far; logged at most every {}s)",
                 stats.rejected_untrusted,
@@ -875,7 +867,7 @@ impl Server {
     /// Fires what is due: slow scrapes, the accept retry, the periodic
     /// `stats:` line, and connection deadlines.
     fn fire_timers(&mut self) {
-        let now = self.shared.now;
+        let now = self.shared.now();
         if let Some(m) = &mut self.metrics {
             m.expire(now, self.poll.registry());
         }
@@ -908,7 +900,7 @@ impl Server {
     /// are active (docs/performance.md). A due deadline drives its
     /// connection with [`Wake::Deadline`].
     fn fire_deadlines(&mut self) {
-        let now = self.shared.now;
+        let now = self.shared.now();
         while let Some(Entry { at, key }) = self.timers.peek() {
             // Stale: the connection is gone or closing, or armed an
             // earlier entry since.
@@ -976,14 +968,14 @@ impl Server {
                 paused,
                 max_connections: self.limits.max_connections as u64,
                 peak: shared.stats.peak,
-                pending_out: shared.pending_out as u64,
+                pending_out: shared.pending_out() as u64,
                 open_fds,
                 max_fds: self.settings.fd_limit,
                 resident_bytes: crate::metrics::resident_bytes(),
             }
         };
         let render = || crate::metrics::render(&shared.stats, &gauges());
-        m.ready(k, self.poll.registry(), shared.now, render);
+        m.ready(k, self.poll.registry(), shared.now(), render);
     }
 
     /// Accepts on every listener: descriptors may be back.
@@ -1022,7 +1014,7 @@ impl Server {
             if self.state.stopping.is_some() {
                 continue;
             }
-            let deadline = self.shared.now + self.settings.shutdown_timeout;
+            let deadline = self.shared.now() + self.settings.shutdown_timeout;
             self.state.stopping = Some(deadline);
             info!(
                 "{name}: shutting down, draining {} clients for up to {}s",
@@ -1053,7 +1045,7 @@ impl Server {
             "{}",
             self.shared
                 .stats
-                .line(self.counts.clients, self.shared.pending_out)
+                .line(self.counts.clients, self.shared.pending_out())
         );
     }
 
