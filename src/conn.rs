@@ -970,11 +970,15 @@ impl Conn {
         sh: &mut Shared,
         answers: &mut Vec<u8>,
     ) {
-        let Phase::Named(named) = std::mem::replace(&mut self.phase, Phase::Open(sh.active)) else {
-            debug_assert!(false, "a verdict for a connection that asked for none");
-            return;
-        };
-        let Named { client, rest } = *named;
+        let Named { client, rest } =
+            match std::mem::replace(&mut self.phase, Phase::Open(sh.active)) {
+                Phase::Named(named) => *named,
+                other => {
+                    debug_assert!(false, "a verdict for a connection that asked for none");
+                    self.phase = other;
+                    return;
+                }
+            };
         if !admitted {
             debug!(
                 "refused {client} (proxied by {}): too many connections from its address",

@@ -689,11 +689,10 @@ impl Server {
     /// here it is carried out, and counted once the connection is seated.
     fn admit(&mut self, mut stream: Stream, peer: Peer) {
         self.shared.stats.accepted += 1;
-        let key = self.conns.vacant_key();
         let settings = &self.settings;
         let admission = self.counts.classify(
             peer,
-            key,
+            self.conns.vacant_key(),
             &self.limits,
             &settings.proxy_from,
             settings.proxy_protocol,
@@ -714,6 +713,8 @@ impl Server {
             debug!("rejected {peer}: {why} (closed at once)");
             return;
         }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
         if let Err(e) = self
             .poll
             .registry()
@@ -734,18 +735,19 @@ impl Server {
                 self.counts.rejected += 1;
                 (conn, Seat::Rejected)
             }
-            _ => {
+            Admission::Serve { per_ip } => {
                 let proxied = self.settings.proxy_protocol;
                 let conn = Conn::new(stream, peer, proxied, &self.shared);
-                let per_ip = admission == Admission::Serve { per_ip: true };
                 if per_ip && let Some(ip) = peer.ip() {
                     self.counts.per_ip.count(ip);
                 }
                 self.counts.clients += 1;
                 (conn, Seat::Client { per_ip })
             }
+            // Carried out above.
+            Admission::Drop | Admission::TurnAway(..) => return,
         };
-        let key = self.conns.insert(Slot {
+        entry.insert(Slot {
             conn,
             armed: None,
             seat,
@@ -783,7 +785,9 @@ impl Server {
         }
     }
 
-    /// Runs the connection at `key` after `wake`, then settles it.
+    /// Runs the connection at `key` after `wake`, then settles it. If a
+    /// PROXY header named its client meanwhile, admits or refuses that
+    /// client first and runs it again with the verdict.
     fn drive(&mut self, key: usize, wake: Wake) {
         let Some(slot) = self.conns.get_mut(key) else {
             return;
