@@ -19,25 +19,29 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-/// An address as the limit counts it.
+/// An address as the limit counts it: an IPv6 client's first 64 bits
+/// (below 2^64), or an IPv4 address, mapped IPv6 ones included (2^64 and
+/// up, so the two never meet). One integer, not an enum of the two: each
+/// of the three inlined hashes is then one write, 1.1 KiB less of binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum AddrKey {
-    /// An IPv4 address (mapped IPv6 ones included).
-    V4(Ipv4Addr),
-    /// The first 64 bits of an IPv6 address.
-    V6Net(u64),
-}
+struct AddrKey(u128);
 
 impl AddrKey {
     /// The key of `ip`.
+    // Three callers: kept out of line, it costs 350 bytes less of binary.
+    #[inline(never)]
     fn of(ip: IpAddr) -> AddrKey {
         match ip {
-            IpAddr::V4(v4) => AddrKey::V4(v4),
+            IpAddr::V4(v4) => AddrKey::v4(v4),
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => AddrKey::V4(v4),
-                None => AddrKey::V6Net((v6.to_bits() >> 64) as u64),
+                Some(v4) => AddrKey::v4(v4),
+                None => AddrKey(v6.to_bits() >> 64),
             },
         }
+    }
+
+    fn v4(v4: Ipv4Addr) -> AddrKey {
+        AddrKey(1 << 64 | u128::from(v4.to_bits()))
     }
 }
 

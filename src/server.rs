@@ -1402,11 +1402,22 @@ mod tests {
             .poll(&mut events, Some(Duration::from_millis(5)))
             .expect("poll");
         s.shared.set_now(Instant::now());
+        let again = std::mem::take(&mut s.state.again);
+        for &key in &again {
+            if let Some(slot) = s.conns.get_mut(key)
+                && slot.queued == Queued::Next
+            {
+                slot.queued = Queued::Now;
+            }
+        }
         for event in events.iter() {
             match Source::decode(event.token()) {
                 Source::Client(key) => {
                     if let Some(slot) = s.conns.get_mut(key) {
                         slot.conn.mark_ready(event);
+                        if slot.queued == Queued::Now {
+                            continue;
+                        }
                     }
                     s.drive(key, Wake::Ready);
                 }
@@ -1414,9 +1425,10 @@ mod tests {
                 Source::Signals | Source::Scrape(_) => {}
             }
         }
-        for key in std::mem::take(&mut s.state.again) {
-            if let Some(slot) = s.conns.get_mut(key) {
-                slot.queued = Queued::No;
+        for key in again {
+            match s.conns.get_mut(key) {
+                Some(slot) if slot.queued == Queued::Now => slot.queued = Queued::No,
+                _ => continue,
             }
             s.drive(key, Wake::Ready);
         }
