@@ -154,6 +154,8 @@ mod tests {
             !admit(&mut t, ip("::ffff:192.0.2.7")),
             "the same IPv4 client"
         );
+        // A /64 whose 64 bits are those of 192.0.2.7 is another client.
+        assert!(admit(&mut t, ip("0:0:c000:207::1")), "not an IPv4 key");
     }
 
     #[test]
