@@ -5,8 +5,8 @@
 //!
 //! What is *not* here: accepting, polling, the timer heap, the slab and
 //! the limits counted across clients, which are the loop's business
-//! ([`crate::server`]: after a PROXY header a connection only says whom
-//! it serves, [`Conn::named`], and the loop admits that client or not);
+//! ([`crate::server`]: after a PROXY header a connection only asks, with
+//! the address it names, and the loop's [`Admit`] counts it or refuses);
 //! and the meaning of bytes, which is the framer's ([`crate::line`]) and
 //! the PROXY parser's ([`crate::proxy`]).
 //!
@@ -302,24 +302,8 @@ enum Phase {
     /// EOF or `until`, so that closing never answers unread input with a
     /// reset that could destroy answers the client has not read yet.
     Lingering { why: Why, until: Instant },
-    /// `--proxy-protocol`: the header named a client, which the loop
-    /// admits or refuses under that address before anything is answered
-    /// (it asks [`Conn::named`], and drives it with [`Wake::Verdict`]).
-    /// Lasts only while the loop decides, inside one `Server::drive`.
-    Named(Box<Named>),
     /// Finished; the loop frees the slot at the end of the turn.
     Closed,
-}
-
-/// What a complete PROXY header left for the loop's verdict. Boxed in the
-/// phase: an idle `Conn` must stay small.
-#[derive(Debug)]
-struct Named {
-    /// The client the header names.
-    client: std::net::SocketAddr,
-    /// Bytes read behind the header in the same read: the first lines,
-    /// answered once the client is admitted.
-    rest: Vec<u8>,
 }
 
 /// The deadlines of an open client, counted from its last activity.
@@ -341,6 +325,13 @@ impl Active {
     }
 }
 
+/// How a connection asks the loop to admit the client its PROXY header
+/// names: true if it may be served (the loop counted it under that
+/// address, in the connection's seat), false if that address is at
+/// `--max-connections-per-ip`. The loop decides and counts; the
+/// connection only asks, once, and never counts anything itself.
+pub type Admit<'a> = &'a mut dyn FnMut(std::net::IpAddr) -> bool;
+
 /// What brings the loop to a connection.
 #[derive(Debug)]
 pub enum Wake {
@@ -351,10 +342,6 @@ pub enum Wake {
     /// The server is shutting down: close gracefully, by this time at the
     /// latest.
     Shutdown(Instant),
-    /// The loop's verdict on the client its PROXY header named (see
-    /// [`Conn::named`]): `true`, served and counted under that address;
-    /// `false`, refused (`--max-connections-per-ip`).
-    Verdict(bool),
 }
 
 /// What the loop should do with a connection after driving it.
@@ -550,21 +537,9 @@ impl Conn {
     }
 
     /// True while the connection is still reading and answering lines
-    /// (its PROXY header, and the loop's verdict on it, included).
+    /// (its PROXY header included).
     pub fn is_open(&self) -> bool {
-        matches!(
-            self.phase,
-            Phase::Header { .. } | Phase::Named(_) | Phase::Open(_)
-        )
-    }
-
-    /// The address of the client its PROXY header named, while it waits
-    /// for the loop's verdict ([`Wake::Verdict`]); `None` otherwise.
-    pub fn named(&self) -> Option<std::net::IpAddr> {
-        match &self.phase {
-            Phase::Named(named) => Some(named.client.ip()),
-            _ => None,
-        }
+        matches!(self.phase, Phase::Header { .. } | Phase::Open(_))
     }
 
     /// True while not read from because its answers backed up.
@@ -597,8 +572,7 @@ impl Conn {
             }
             Phase::Closing { by, .. } => Some(by),
             Phase::Lingering { until, .. } => Some(until),
-            // Decided before the loop looks for a deadline.
-            Phase::Named(_) | Phase::Closed => None,
+            Phase::Closed => None,
         }
     }
 
@@ -610,12 +584,15 @@ impl Conn {
     /// `answers` is the loop's shared answer buffer, lent for this call:
     /// taken by value, it is emptied when this returns, by any path (see
     /// [`crate::answers`]), so no answer framed here can reach another client.
+    /// `admit` is asked about the client a PROXY header names, if one is
+    /// read in this drive.
     pub fn drive(
         &mut self,
         token: Token,
         wake: Wake,
         sh: &mut Shared,
-        mut answers: Loan<'_>,
+        answers: Loan<'_>,
+        admit: Admit<'_>,
     ) -> Status {
         debug_assert!(
             answers.is_empty(),
@@ -630,21 +607,17 @@ impl Conn {
         // to discard waits for the again-list, so a client reads at most
         // once per turn.
         let status = match wake {
-            Wake::Ready => self.drive_io(token, sh, answers, sh.read_budget),
+            Wake::Ready => self.drive_io(token, sh, answers, sh.read_budget, admit),
             Wake::Deadline => match self.expire(sh) {
                 Some(status) => status,
                 None => {
                     debug!("deadline for {} (token {})", self.peer, token.0);
-                    self.drive_io(token, sh, answers, 0)
+                    self.drive_io(token, sh, answers, 0, admit)
                 }
             },
             Wake::Shutdown(by) => {
                 self.close(Why::Shutdown, by);
-                self.drive_io(token, sh, answers, 0)
-            }
-            Wake::Verdict(admitted) => {
-                self.take_verdict(admitted, token, sh, &mut answers);
-                self.drive_io(token, sh, answers, 0)
+                self.drive_io(token, sh, answers, 0, admit)
             }
         };
         if let Status::Closed(_) | Status::Failed(_) = status {
@@ -665,8 +638,7 @@ impl Conn {
     fn expire(&mut self, sh: &mut Shared) -> Option<Status> {
         let now = sh.now;
         match self.phase {
-            // (Named has no deadline: the loop decides it at once.)
-            Phase::Header { .. } | Phase::Named(_) => {
+            Phase::Header { .. } => {
                 self.close(Why::NoHeader, now + LINGER);
                 None
             }
@@ -690,7 +662,7 @@ impl Conn {
     /// gracefully by `by` at the latest.
     fn close(&mut self, why: Why, by: Instant) {
         match &mut self.phase {
-            Phase::Header { .. } | Phase::Named(_) | Phase::Open(_) => {
+            Phase::Header { .. } | Phase::Open(_) => {
                 self.phase = Phase::Closing { why, by };
             }
             // Already closing: only the deadline can come closer.
@@ -706,9 +678,7 @@ impl Conn {
     fn finish(&mut self, instead: Option<Why>) -> Status {
         let planned = match std::mem::replace(&mut self.phase, Phase::Closed) {
             Phase::Closing { why, .. } | Phase::Lingering { why, .. } => why,
-            Phase::Header { .. } | Phase::Named(_) | Phase::Open(_) | Phase::Closed => {
-                Why::ClientClosed
-            }
+            Phase::Header { .. } | Phase::Open(_) | Phase::Closed => Why::ClientClosed,
         };
         Status::Closed(instead.unwrap_or(planned))
     }
@@ -727,19 +697,19 @@ impl Conn {
         sh: &mut Shared,
         mut answers: Loan<'_>,
         mut budget: usize,
+        admit: Admit<'_>,
     ) -> Status {
         let had_budget = budget > 0;
         loop {
             let mut client_done = false;
             let io = match self.phase {
                 Phase::Header { .. } | Phase::Open(_) => {
-                    self.read_lines(token, sh, &mut answers, &mut budget)
+                    self.read_lines(token, sh, &mut answers, &mut budget, &mut *admit)
                 }
                 Phase::Lingering { .. } => self
                     .discard_input(token, sh, &mut budget)
                     .map(|eof| client_done = eof),
-                // Named: nothing more is read before the loop's verdict.
-                Phase::Named(_) | Phase::Closing { .. } | Phase::Closed => Ok(()),
+                Phase::Closing { .. } | Phase::Closed => Ok(()),
             };
             // On an error, answers framed before it are dropped with the loan.
             let wrote = match io.and_then(|()| self.flush(token, &mut answers, &mut sh.stats)) {
@@ -854,10 +824,7 @@ impl Conn {
 
     /// In a phase that reads from the socket.
     fn reads(&self) -> bool {
-        !matches!(
-            self.phase,
-            Phase::Named(_) | Phase::Closing { .. } | Phase::Closed
-        )
+        !matches!(self.phase, Phase::Closing { .. } | Phase::Closed)
     }
 
     /// Header or Open: reads until `WouldBlock`, EOF, the budget, or
@@ -869,6 +836,7 @@ impl Conn {
         sh: &mut Shared,
         answers: &mut Vec<u8>,
         budget: &mut usize,
+        admit: Admit<'_>,
     ) -> io::Result<()> {
         while self.socket.ready.readable && *budget > 0 && self.is_open() {
             let queued = !self.out.is_empty();
@@ -906,10 +874,12 @@ impl Conn {
             };
             *budget -= n;
             let start = match self.phase {
-                Phase::Header { .. } => match self.take_header(token, n, sh) {
-                    Some(start) => start,
-                    None => return Ok(()),
-                },
+                Phase::Header { .. } => {
+                    match self.take_header(token, n, sh, answers, &mut *admit) {
+                        Some(start) => start,
+                        None => return Ok(()),
+                    }
+                }
                 _ => 0,
             };
             self.answer(token, start..n, sh, answers);
@@ -918,12 +888,18 @@ impl Conn {
     }
 
     /// `--proxy-protocol`: feeds `rbuf[..n]` to the header parser (nothing
-    /// is answered before the header). Returns where the lines start in it
-    /// once the header is complete; `None` while it is incomplete, after it
-    /// closed the connection (a bad header), or when it named a client:
-    /// then the bytes behind it wait in [`Phase::Named`] for the loop's
-    /// verdict, since only the loop counts clients.
-    fn take_header(&mut self, token: Token, n: usize, sh: &mut Shared) -> Option<usize> {
+    /// is answered before the header, so an error line goes to `answers`).
+    /// Returns where the lines start in it once the header is complete and
+    /// the client admitted; `None` while the header is incomplete or after
+    /// it closed the connection (a bad header, too many from its address).
+    fn take_header(
+        &mut self,
+        token: Token,
+        n: usize,
+        sh: &mut Shared,
+        answers: &mut Vec<u8>,
+        admit: Admit<'_>,
+    ) -> Option<usize> {
         debug_assert!(self.out.is_empty(), "answers queued before the header");
         let Phase::Header { parser, .. } = &mut self.phase else {
             return Some(0);
@@ -938,62 +914,25 @@ impl Conn {
                 return None;
             }
         };
-        trace!("token {}: PROXY header read", token.0);
-        match header {
-            Header::Client(client) => {
-                let rest = sh.rbuf[used..n].to_vec();
-                self.phase = Phase::Named(Box::new(Named { client, rest }));
-                None
-            }
-            // A header that names no client (LOCAL, UNKNOWN, UDP or Unix)
-            // is the proxy speaking for itself: not counted, as a Unix
-            // socket's clients are not. Health checks are frequent: not
-            // worth an info line.
-            Header::Local => {
-                self.phase = Phase::Open(sh.active);
-                debug!(
-                    "serving {} (its PROXY header names no client: LOCAL or UNKNOWN)",
-                    self.peer
-                );
-                Some(used)
-            }
-        }
-    }
-
-    /// The loop's verdict on the client the header named: served under
-    /// its address (the lines read behind the header are answered now),
-    /// or refused with `ERR` and a lingering close.
-    fn take_verdict(
-        &mut self,
-        admitted: bool,
-        token: Token,
-        sh: &mut Shared,
-        answers: &mut Vec<u8>,
-    ) {
-        let Named { client, rest } =
-            match std::mem::replace(&mut self.phase, Phase::Open(sh.active)) {
-                Phase::Named(named) => *named,
-                other => {
-                    debug_assert!(false, "a verdict for a connection that asked for none");
-                    self.phase = other;
-                    return;
-                }
-            };
-        if !admitted {
+        self.phase = Phase::Open(sh.active);
+        // The loop admits the client the header names, or refuses it; a
+        // header that names none (LOCAL, UNKNOWN, UDP or Unix) is the proxy
+        // speaking for itself: not counted, as a Unix socket's clients are
+        // not.
+        if let Header::Client(addr) = header
+            && !admit(addr.ip())
+        {
+            sh.stats.rejected_per_ip += 1;
             debug!(
-                "refused {client} (proxied by {}): too many connections from its address",
+                "refused {addr} (proxied by {}): too many connections from its address",
                 self.peer
             );
             answers.extend_from_slice(ERR_TOO_MANY);
             self.close(Why::TooMany, sh.now + FLUSH_STALL_TIMEOUT);
-            return;
+            return None;
         }
-        let proxy = std::mem::replace(&mut self.peer, Peer::tcp(client));
-        info!("serving {client} (proxied by {proxy})");
-        // Back into the read buffer, where `answer` frames from: every
-        // read is at most its size.
-        sh.rbuf[..rest.len()].copy_from_slice(&rest);
-        self.answer(token, 0..rest.len(), sh, answers);
+        on_header(token, &mut self.peer, header);
+        Some(used)
     }
 
     /// Frames `rbuf[range]` and appends one answer per complete line;
@@ -1168,6 +1107,22 @@ pub fn turn_away(mut stream: Stream, message: &[u8], rbuf: &mut [u8], stats: &mu
     }
 }
 
+/// A complete PROXY header, its client admitted: the client it names is
+/// who we serve (and the address it was counted under).
+fn on_header(token: Token, peer: &mut Peer, header: Header) {
+    trace!("token {}: PROXY header read", token.0);
+    match header {
+        Header::Client(addr) => {
+            let proxy = std::mem::replace(peer, Peer::tcp(addr));
+            info!("serving {addr} (proxied by {proxy})");
+        }
+        // Health checks (LOCAL) are frequent: not worth an info line.
+        Header::Local => {
+            debug!("serving {peer} (its PROXY header names no client: LOCAL or UNKNOWN)")
+        }
+    }
+}
+
 /// `1 line`, `2 lines`: for the trace, which is read like a story.
 fn plural(n: u64, noun: &str) -> String {
     if n == 1 {
@@ -1215,6 +1170,8 @@ mod tests {
         sh: Shared,
         answers: AnswerBuf,
         t0: Instant,
+        /// What the loop answers when a PROXY header names a client.
+        admit: bool,
     }
 
     impl Rig {
@@ -1242,6 +1199,7 @@ mod tests {
                 sh,
                 answers: AnswerBuf::with_capacity(OUT_CAP + 64),
                 t0,
+                admit: true,
             }
         }
 
@@ -1254,7 +1212,10 @@ mod tests {
 
         fn wake(&mut self, wake: Wake, at: u64) -> Status {
             self.sh.set_now(self.t0 + Duration::from_secs(at));
-            self.conn.drive(T, wake, &mut self.sh, self.answers.lend())
+            let admit = self.admit;
+            let admit = &mut |_| admit;
+            self.conn
+                .drive(T, wake, &mut self.sh, self.answers.lend(), admit)
         }
 
         fn at(&self, secs: u64) -> Option<Instant> {
@@ -1378,24 +1339,19 @@ mod tests {
     fn a_complete_header_opens_the_connection_with_fresh_deadlines() {
         let mut r = Rig::new(idle(60), true);
         r.send(b"PROXY TCP4 192.0.2.1 192.0.2.2 1234 80\r\n7\n", 3);
-        // Nothing answered before the loop admits the client it names.
-        assert_eq!(r.conn.named(), Some("192.0.2.1".parse().expect("ip")));
-        assert_eq!(r.sh.stats.lines, 0);
-        assert!(matches!(r.wake(Wake::Verdict(true), 3), Status::Wait));
-        assert_eq!(r.conn.named(), None);
         assert!(matches!(r.conn.peer, Peer::Tcp { port: 1234, .. }));
-        assert_eq!(r.sh.stats.lines, 1, "the line behind the header");
+        assert_eq!(r.sh.stats.lines, 1);
         assert_eq!(r.conn.deadline(), r.at(63));
     }
 
     #[test]
     fn a_client_the_loop_refuses_after_its_header_gets_err_and_no_answer() {
         let mut r = Rig::new(idle(60), true);
+        r.admit = false;
         r.send(b"PROXY TCP4 192.0.2.1 192.0.2.2 1234 80\r\n7\n8\n", 3);
-        assert!(r.conn.named().is_some());
-        assert!(matches!(r.wake(Wake::Verdict(false), 3), Status::Wait));
         assert!(!r.conn.is_open(), "closing: its seat is given back now");
         assert_eq!(r.sh.stats.lines, 0);
+        assert_eq!(r.sh.stats.rejected_per_ip, 1);
         assert_eq!(r.rest(), ["ERR too many connections from your address"]);
     }
 

@@ -16,7 +16,7 @@
 //! | file | holds | does not hold |
 //! |---|---|---|
 //! | [`server`] | the loop: polling, what each event's token stands for (decoded once), accepting on every listener (one helper, out-of-descriptor retry included), admitting (a pure decision, then the registration), the limits counted across clients (each count held by a slot's seat, given back in one place), when each connection runs, its timer entry, shutdown | per-byte work, client reads and writes, the metrics endpoint's connections |
-//! | [`conn`] | one client: every read and write on its socket, framing and answering, its phases and the deadline each one holds | polling, the timer heap, the slab, counting or admitting clients (after a PROXY header it says whom it serves; the loop admits) |
+//! | [`conn`] | one client: every read and write on its socket, framing and answering, its phases and the deadline each one holds | polling, the timer heap, the slab, counting or admitting clients (after a PROXY header it asks; the loop admits) |
 //!
 //! These do no I/O (but for the seed `numbers` asks the system for once);
 //! each is tested on its own:

@@ -158,7 +158,7 @@ pub struct Server {
 
 /// A connection and what the loop keeps about it: the connection itself
 /// knows nothing of the slab, the timer heap, or the limits it counts in
-/// (after a PROXY header it only says whom it serves: [`Conn::named`]).
+/// (after a PROXY header it only asks: [`crate::conn::Admit`]).
 struct Slot {
     conn: Conn,
     /// The time of its current timer entry (see [`crate::timers`]).
@@ -233,8 +233,9 @@ impl Slot {
 }
 
 /// What the seats hold, counted: the limits across clients. Counted when
-/// the loop admits a connection (`admit`, or a PROXY header's verdict in
-/// `drive`), given back by [`Slot::release`] alone.
+/// the loop admits a connection (`admit`, or, for the client a PROXY
+/// header names, the closure `drive` lends), given back by
+/// [`Slot::release`] alone.
 struct Counts {
     /// `Client` seats: open clients, at most `max_connections`.
     clients: usize,
@@ -785,9 +786,7 @@ impl Server {
         }
     }
 
-    /// Runs the connection at `key` after `wake`, then settles it. If a
-    /// PROXY header named its client meanwhile, admits or refuses that
-    /// client first and runs it again with the verdict.
+    /// Runs the connection at `key` after `wake`, then settles it.
     fn drive(&mut self, key: usize, wake: Wake) {
         let Some(slot) = self.conns.get_mut(key) else {
             return;
@@ -796,26 +795,22 @@ impl Server {
             // A late event for a connection closed earlier in this batch.
             return;
         }
-        let sh = &mut self.shared;
-        let mut status = slot.conn.drive(Token(key), wake, sh, self.answers.lend());
-        if let Some(ip) = slot.conn.named() {
-            // Its PROXY header named the client: admitted under that
-            // address or refused, as at accept, before any line of it is
-            // answered.
-            debug_assert_eq!(slot.seat, Seat::Client { per_ip: false });
-            let per_ip = &mut self.counts.per_ip;
-            let admitted = per_ip.has_room(ip);
-            if admitted {
+        // With --proxy-protocol, the connection asks about the client its
+        // header names: admitted under that address, the count held by the
+        // seat, or refused, as at accept.
+        let Slot { conn, seat, .. } = slot;
+        let per_ip = &mut self.counts.per_ip;
+        let admit = &mut |ip| {
+            debug_assert_eq!(*seat, Seat::Client { per_ip: false });
+            let room = per_ip.has_room(ip);
+            if room {
                 per_ip.count(ip);
-                slot.seat = Seat::Client { per_ip: true };
-            } else {
-                sh.stats.rejected_per_ip += 1;
+                *seat = Seat::Client { per_ip: true };
             }
-            let verdict = Wake::Verdict(admitted);
-            status = slot
-                .conn
-                .drive(Token(key), verdict, sh, self.answers.lend());
-        }
+            room
+        };
+        let answers = self.answers.lend();
+        let status = conn.drive(Token(key), wake, &mut self.shared, answers, admit);
         self.settle(key, status);
     }
 
