@@ -40,15 +40,24 @@ fn never_reader(addr: SocketAddr, lines: usize) -> (TcpStream, JoinHandle<()>) {
 /// `ss -tmoi` for the server's end of its established connections: one
 /// string per socket (address line and details joined).
 fn server_sockets(port: u16) -> Vec<String> {
+    ss_sockets(&[
+        "-Htmnoi",
+        "state",
+        "established",
+        &format!("( sport = :{port} )"),
+    ])
+}
+
+/// `ss ARGS`, one string per socket: each socket is an address line, then
+/// its indented details, joined here.
+fn ss_sockets(args: &[&str]) -> Vec<String> {
     let out = common::run_cmd({
         let mut c = Command::new("ss");
-        c.args(["-Htmnoi", "state", "established"])
-            .arg(format!("( sport = :{port} )"));
+        c.args(args);
         c
     });
     assert!(out.status.success(), "ss failed (iproute2 installed?)");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    // Each socket: an address line, then its indented details.
     let mut sockets: Vec<String> = Vec::new();
     for line in text.lines() {
         if line.starts_with(char::is_whitespace) {
@@ -184,24 +193,7 @@ fn a_unix_client_that_never_reads_pins_at_most_256_kib_of_the_servers() {
 /// end (named by the path), then the client's (whose inode the server's
 /// end names as its peer). `None` until it is there.
 fn unix_pair(path: &std::path::Path) -> Option<(String, String)> {
-    let out = common::run_cmd({
-        let mut c = Command::new("ss");
-        c.args(["-Hxmn", "state", "established"]);
-        c
-    });
-    assert!(out.status.success(), "ss failed (iproute2 installed?)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut sockets: Vec<String> = Vec::new();
-    for line in text.lines() {
-        if line.starts_with(char::is_whitespace) {
-            if let Some(last) = sockets.last_mut() {
-                last.push(' ');
-                last.push_str(line.trim());
-            }
-        } else {
-            sockets.push(line.to_string());
-        }
-    }
+    let sockets = ss_sockets(&["-Hxmn", "state", "established"]);
     // Netid Recv-Q Send-Q Local Inode Peer PeerInode skmem (no State
     // column with a state filter).
     let fields = |s: &String| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
