@@ -10,11 +10,11 @@
 
 mod common;
 
+use common::cgroup::Cgroup;
 use common::netns::{self, Hosts};
 use common::{Client, Server, WAIT};
 use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -28,64 +28,6 @@ const HONEST: usize = 20;
 const RUN: Duration = Duration::from_secs(15);
 /// The liveness bound: every honest request answered within this.
 const LIVENESS: Duration = Duration::from_secs(2);
-
-/// A cgroup v1 pair (memory, cpu), removed when dropped.
-struct Cgroup {
-    memory: PathBuf,
-    cpu: PathBuf,
-}
-
-impl Cgroup {
-    fn new(name: &str) -> Cgroup {
-        let g = Cgroup {
-            memory: PathBuf::from("/sys/fs/cgroup/memory").join(name),
-            cpu: PathBuf::from("/sys/fs/cgroup/cpu").join(name),
-        };
-        std::fs::create_dir_all(&g.memory).expect("memory cgroup");
-        std::fs::create_dir_all(&g.cpu).expect("cpu cgroup");
-        // TCP memory first: accounting starts with the limit, before any
-        // socket of the group exists.
-        g.set(&g.memory, "memory.kmem.tcp.limit_in_bytes", TCP_MEMORY);
-        g.set(&g.memory, "memory.limit_in_bytes", MEMORY);
-        g.set(&g.cpu, "cpu.cfs_period_us", 100_000);
-        g.set(&g.cpu, "cpu.cfs_quota_us", 10_000);
-        g
-    }
-
-    fn set(&self, dir: &std::path::Path, file: &str, value: u64) {
-        std::fs::write(dir.join(file), value.to_string()).unwrap_or_else(|e| panic!("{file}: {e}"));
-    }
-
-    fn memory_value(&self, file: &str) -> u64 {
-        let text = std::fs::read_to_string(self.memory.join(file)).expect("cgroup file");
-        text.trim().parse().expect("a number")
-    }
-
-    /// `oom_kill N` from memory.oom_control.
-    fn oom_kills(&self) -> u64 {
-        let text = std::fs::read_to_string(self.memory.join("memory.oom_control"))
-            .expect("memory.oom_control");
-        text.lines()
-            .find_map(|l| l.strip_prefix("oom_kill "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        // Empty by now (the server is killed first); retry briefly while
-        // the kernel lets go of it.
-        for _ in 0..50 {
-            let a = std::fs::remove_dir(&self.memory).is_ok() || !self.memory.exists();
-            let b = std::fs::remove_dir(&self.cpu).is_ok() || !self.cpu.exists();
-            if a && b {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
 
 /// Sum of `skmem` r and w over the server's sockets (its namespace only).
 fn server_socket_memory(hosts: &Hosts) -> u64 {
@@ -117,7 +59,11 @@ fn honest_clients_are_served_while_hundreds_of_non_readers_push_on_a_small_host(
     // twenty times as much per line.
     let server_bin = common::release_bin();
     let hosts = Hosts::server_only(4);
-    let group = Cgroup::new(&format!("randline-test-{}", std::process::id()));
+    let group = Cgroup::new(
+        &format!("randline-test-{}", std::process::id()),
+        MEMORY,
+        TCP_MEMORY,
+    );
     // Into both groups, then exec: the server is in them from its first
     // allocation and socket. Every client comes from one address here, so
     // the per-address limit is off; it is not what this test is about.
@@ -161,10 +107,10 @@ fn honest_clients_are_served_while_hundreds_of_non_readers_push_on_a_small_host(
          hit {} times), pending answers {} B, paused {}; {:?} in all",
         pushed >> 20,
         socket_memory >> 10,
-        group.memory_value("memory.max_usage_in_bytes") >> 10,
-        group.memory_value("memory.kmem.tcp.max_usage_in_bytes") >> 10,
+        group.value("memory.max_usage_in_bytes") >> 10,
+        group.value("memory.kmem.tcp.max_usage_in_bytes") >> 10,
         TCP_MEMORY >> 10,
-        group.memory_value("memory.kmem.tcp.failcnt"),
+        group.value("memory.kmem.tcp.failcnt"),
         stats.get("pending_out").copied().unwrap_or(0),
         stats.get("paused").copied().unwrap_or(0),
         started.elapsed(),

@@ -21,10 +21,11 @@
 
 mod common;
 
+use common::cgroup::{CPU_ROOT, Cgroup, MEMORY_ROOT};
 use common::{Client, Server, WAIT};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -43,9 +44,6 @@ const LIVENESS: Duration = Duration::from_secs(5);
 /// Descriptors this process needs beside the clients' (stdio, pipes to
 /// the server and to `ss`, cargo's).
 const OWN_FDS: usize = 64;
-
-const MEMORY_ROOT: &str = "/sys/fs/cgroup/memory";
-const CPU_ROOT: &str = "/sys/fs/cgroup/cpu";
 
 /// One size at a time: each holds 15,620 client sockets, and the
 /// open-file limit here (20,000) has room for one such set.
@@ -85,74 +83,6 @@ fn available() -> bool {
     assert!(std::env::var_os("CI").is_none(), "small_host {why}");
     eprintln!("skipped small_host: {why}");
     false
-}
-
-/// A cgroup v1 pair (memory, cpu); its processes are moved out and both
-/// directories removed when dropped, also when the test fails.
-struct Cgroup {
-    memory: PathBuf,
-    cpu: PathBuf,
-}
-
-impl Cgroup {
-    fn new(name: &str, limit: u64) -> Cgroup {
-        let g = Cgroup {
-            memory: Path::new(MEMORY_ROOT).join(name),
-            cpu: Path::new(CPU_ROOT).join(name),
-        };
-        std::fs::create_dir_all(&g.memory).expect("create the memory cgroup");
-        std::fs::create_dir_all(&g.cpu).expect("create the cpu cgroup");
-        // TCP accounting first: it starts with the limit, before any
-        // socket of the group exists.
-        write(&g.memory, "memory.kmem.tcp.limit_in_bytes", limit);
-        write(&g.memory, "memory.limit_in_bytes", limit);
-        write(&g.cpu, "cpu.cfs_period_us", 100_000);
-        write(&g.cpu, "cpu.cfs_quota_us", 10_000);
-        g
-    }
-
-    fn value(&self, file: &str) -> u64 {
-        let text = std::fs::read_to_string(self.memory.join(file))
-            .unwrap_or_else(|e| panic!("{file}: {e}"));
-        text.trim().parse().expect("a number")
-    }
-
-    /// `oom_kill N` of memory.oom_control.
-    fn oom_kills(&self) -> u64 {
-        let text = std::fs::read_to_string(self.memory.join("memory.oom_control"))
-            .expect("memory.oom_control");
-        text.lines()
-            .find_map(|l| l.strip_prefix("oom_kill "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        for (dir, root) in [(&self.memory, MEMORY_ROOT), (&self.cpu, CPU_ROOT)] {
-            if !dir.exists() {
-                continue;
-            }
-            // Whatever is still inside (the server if the test failed
-            // before killing it) goes back to the root group.
-            if let Ok(pids) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-                for pid in pids.lines() {
-                    let _ = std::fs::write(Path::new(root).join("cgroup.procs"), pid);
-                }
-            }
-            // The kernel may take a moment to let go of an emptied group.
-            let gone = common::poll(WAIT, || std::fs::remove_dir(dir).ok());
-            if gone.is_none() {
-                eprintln!("could not remove {}", dir.display());
-            }
-        }
-    }
-}
-
-fn write(dir: &Path, file: &str, value: u64) {
-    std::fs::write(dir.join(file), value.to_string())
-        .unwrap_or_else(|e| panic!("{}/{file}: {e}", dir.display()));
 }
 
 /// A client socket from `source`, connected (bounded) to `addr`.
@@ -395,6 +325,7 @@ fn small_host(mib: u64) {
     let server_bin = common::release_bin();
     let group = Cgroup::new(
         &format!("randline-small-{mib}-{}", std::process::id()),
+        limit,
         limit,
     );
     // Into both groups, then exec: the server is in them from its first

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)] // each test file uses a different part of this
 
+pub mod cgroup;
 pub mod netns;
 
 use rustix::process::Signal;
