@@ -3,7 +3,9 @@
 //! descriptors, memory and idle wake-ups checked after every round.
 //!
 //! A debug build, so that the server's debug assertions (the answer buffer
-//! is empty at the start of every drive) fire on the way. The seed is new
+//! is empty at the start of every drive) fire on the way; scripts/cross
+//! runs it against other targets' release builds instead (`RANDLINE_BIN`,
+//! see tests/common/mod.rs). The seed is new
 //! each run, so CI explores; a failure prints it, and `CHAOS_SEED=N cargo
 //! test --test chaos` (or the printed `--seed N --only R:C`) replays it.
 //! `CHAOS_SECONDS` sets the time per mode (default 12: about 60 s in all).

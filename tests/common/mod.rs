@@ -19,27 +19,88 @@ use std::time::{Duration, Instant};
 /// How long any single wait may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// The server binary under test.
+/// The server binary under test: `RANDLINE_BIN` when set (an absolute
+/// path; scripts/cross points it at a release build for another target,
+/// run under qemu or through its own loader, while the tests stay native),
+/// else the debug build cargo made for this test run. Every test starts
+/// the server through this (or [`release_bin`]), never by another path.
 pub fn bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| match std::env::var("RANDLINE_BIN") {
+        Ok(path) => {
+            // Relative, it would depend on each test's working directory.
+            assert!(
+                std::path::Path::new(&path).is_absolute() && std::path::Path::new(&path).is_file(),
+                "RANDLINE_BIN must be the absolute path of a file, not {path:?}"
+            );
+            path
+        }
+        Err(_) => cargo_bin().to_string(),
+    })
+}
+
+/// The debug build cargo made for this test run (the examples and the
+/// release build sit beside it, whatever [`bin`] says).
+fn cargo_bin() -> &'static str {
     env!("CARGO_BIN_EXE_randline")
 }
 
 /// The release build of the server, built (or brought up to date) first:
 /// for the tests whose bound is about CPU (a debug build is 20 times
-/// slower per line).
+/// slower per line). `RANDLINE_BIN` when set, unbuilt: scripts/cross
+/// points it at a release build already.
 pub fn release_bin() -> std::path::PathBuf {
+    if std::env::var_os("RANDLINE_BIN").is_some() {
+        return bin().into();
+    }
     let status = Command::new(env!("CARGO"))
         .args(["build", "--release", "--bin", "randline"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .expect("run cargo build --release");
     assert!(status.success(), "cannot build the release server");
-    let debug = std::path::Path::new(bin());
+    let debug = std::path::Path::new(cargo_bin());
     let target = debug
         .parent()
         .and_then(|d| d.parent())
         .expect("target directory");
     target.join("release").join("randline")
+}
+
+/// True when the server under test runs under an emulator (qemu-user):
+/// `RANDLINE_EMULATED=1`, which scripts/cross sets for its qemu targets.
+pub fn emulated() -> bool {
+    std::env::var_os("RANDLINE_EMULATED").is_some_and(|v| v == "1")
+}
+
+/// For a check that cannot hold with the server under qemu-user (its
+/// thread count, its /proc figures: qemu's own threads and memory are in
+/// them): true under emulation, after printing `skipped under emulation:
+/// TEST: WHAT (WHY)`, which scripts/cross collects and prints per target.
+/// Never true otherwise.
+pub fn skip_under_emulation(what: &str, why: &str) -> bool {
+    if !emulated() {
+        return false;
+    }
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    println!("skipped under emulation: {test}: {what} ({why})");
+    true
+}
+
+/// `d` times `RANDLINE_TIME_SCALE` (a whole number, 1 unless set;
+/// scripts/cross sets it for a server under qemu, which runs several times
+/// slower): for the tests' tight bounds on how late the server may be.
+/// Bounds on how early something may happen are not scaled.
+pub fn scaled(d: Duration) -> Duration {
+    let scale = std::env::var("RANDLINE_TIME_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    d * scale
 }
 
 /// The examples `names`, built (or brought up to date) together, with a
@@ -62,7 +123,7 @@ pub fn build_examples(names: &[&str]) {
 
 /// Where the example `name` is built, beside the server under test.
 pub fn example_path(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(bin())
+    std::path::Path::new(cargo_bin())
         .with_file_name("examples")
         .join(name)
 }
