@@ -54,10 +54,23 @@ fn a_client_that_does_not_read_is_held_to_bounded_memory_and_loses_nothing() {
     let sent = c.fill_until_blocked(Duration::from_millis(700), 64 << 20);
     assert!(sent < 64 << 20, "the server never pushed back");
     let rss_stalled = server.rss_kib();
-    assert!(
-        rss_stalled < rss_before + 2048,
-        "RSS grew from {rss_before} KiB to {rss_stalled} KiB for one stalled client ({sent} bytes sent)"
-    );
+    if common::skip_under_emulation(
+        "the RSS bound",
+        "qemu-user's resident size grows with the code it translates",
+    ) {
+        // The server's own count of the answers it holds instead (its
+        // `pending_out` gauge): within the same bound.
+        let pending = server.stats()["pending_out"];
+        assert!(
+            pending < 2048 * 1024,
+            "{pending} bytes of answers held for one stalled client ({sent} bytes sent)"
+        );
+    } else {
+        assert!(
+            rss_stalled < rss_before + 2048,
+            "RSS grew from {rss_before} KiB to {rss_stalled} KiB for one stalled client ({sent} bytes sent)"
+        );
+    }
 
     // Another client is served meanwhile.
     assert!((1..=99).contains(&server.connect().ask("other")));
