@@ -349,6 +349,13 @@ fn small_host(mib: u64) {
         .and_then(|r| r.split(',').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no max connections in {limits_line}"));
+    // Counted once it sleeps in epoll_wait: until then its start-up may
+    // hold a descriptor of its own for a moment (reading /proc or the
+    // cgroup's files).
+    common::wait_until("the server asleep in epoll_wait", WAIT, || {
+        std::fs::read_to_string(format!("/proc/{}/wchan", server.pid()))
+            .is_ok_and(|w| w.contains("epoll_wait"))
+    });
     let base_fds = open_fds(server.pid());
     let started = Instant::now();
 
@@ -449,12 +456,24 @@ fn small_host(mib: u64) {
     // Everyone leaves: the descriptors come back.
     drop(idle_socks);
     drop(pushers);
-    common::wait_until(
-        "the server's descriptors back to their number before the clients",
-        // At 10% of a core it closes 15,620 sockets: about 10 s here alone,
-        // longer on a loaded host.
-        6 * WAIT,
-        || open_fds(server.pid()) == base_fds,
-    );
+    // At 10% of a core it closes 15,620 sockets: about 10 s here alone,
+    // longer on a loaded host.
+    let back = common::poll(6 * WAIT, || {
+        (open_fds(server.pid()) == base_fds).then_some(())
+    });
+    if back.is_none() {
+        let now = open_fds(server.pid());
+        let before = server.log.count("stats: ");
+        server.signal(rustix::process::Signal::USR1);
+        let stats = common::poll(WAIT, || {
+            (server.log.count("stats: ") > before)
+                .then(|| server.log.wait_for_nth("stats: ", before + 1))
+        });
+        panic!(
+            "the server's descriptors not back to {base_fds} within {:?}: {now} open; {stats:?}",
+            6 * WAIT,
+        );
+    }
+
     println!("small_host: {mib} MiB: {:.1?} in all", started.elapsed());
 }
