@@ -506,69 +506,78 @@ impl Server {
                 }
                 Err(e) => return Err(e),
             }
-            self.shared.set_now(Instant::now());
-            self.shared.stats.wakeups += 1;
-            // Clients whose read budget ran out in an earlier turn: their
-            // sockets may still hold data, and no new edge will announce
-            // it. Taken before the events, so that a client whose budget
-            // runs out in this turn's events waits for the next turn: each
-            // client reads once per turn (see `Queued`).
-            let again = std::mem::take(&mut self.state.again);
-            for &key in &again {
-                if let Some(slot) = self.conns.get_mut(key)
-                    && slot.queued == Queued::Next
-                {
-                    slot.queued = Queued::Now;
-                }
-            }
-            // This turn's share of TURN_READ_BUDGET for each client driven.
-            let driven = events.iter().count() + again.len();
-            self.shared.set_read_budget(
-                (TURN_READ_BUDGET / driven.max(1)).clamp(MIN_READ_BUDGET, READ_BUDGET),
-            );
+            let now = Instant::now();
             if let Some(from) = slept_from {
-                trace_wakeup(&events, self.shared.now() - from, timeout);
+                trace_wakeup(&events, now - from, timeout);
             }
-
-            for event in events.iter() {
-                self.shared.stats.events += 1;
-                let source = Source::decode(event.token());
-                if tracing {
-                    self.trace_event(source, event);
-                }
-                match source {
-                    Source::Signals => self.on_signal(),
-                    Source::Listener(from) => self.accept(from),
-                    Source::Scrape(k) => self.scrape(k),
-                    Source::Client(key) => {
-                        if let Some(slot) = self.conns.get_mut(key) {
-                            slot.conn.mark_ready(event);
-                            if slot.queued == Queued::Now {
-                                // Driven below, with this readiness latched.
-                                continue;
-                            }
-                        }
-                        self.drive(key, Wake::Ready);
-                    }
-                }
-            }
-
-            for key in again {
-                // Skips an entry left by a connection closed since (its
-                // slot free, or reused by a client not queued for now).
-                match self.conns.get_mut(key) {
-                    Some(slot) if slot.queued == Queued::Now => slot.queued = Queued::No,
-                    _ => continue,
-                }
-                self.drive(key, Wake::Ready);
-            }
-
-            self.fire_timers();
-            self.free_closed();
+            self.turn(&events, now, tracing);
             if self.finished() {
                 return Ok(());
             }
         }
+    }
+
+    /// One turn of the loop after `poll` returned `events` at `now`: the
+    /// again-list, every event, due deadlines, then the slots closed in
+    /// the turn are freed. (`run` is poll, this, and the check whether to
+    /// stop; the unit tests turn the loop through this too.)
+    fn turn(&mut self, events: &Events, now: Instant, tracing: bool) {
+        self.shared.set_now(now);
+        self.shared.stats.wakeups += 1;
+        // Clients whose read budget ran out in an earlier turn: their
+        // sockets may still hold data, and no new edge will announce
+        // it. Taken before the events, so that a client whose budget
+        // runs out in this turn's events waits for the next turn: each
+        // client reads once per turn (see `Queued`).
+        let again = std::mem::take(&mut self.state.again);
+        for &key in &again {
+            if let Some(slot) = self.conns.get_mut(key)
+                && slot.queued == Queued::Next
+            {
+                slot.queued = Queued::Now;
+            }
+        }
+        // This turn's share of TURN_READ_BUDGET for each client driven.
+        let driven = events.iter().count() + again.len();
+        self.shared.set_read_budget(
+            (TURN_READ_BUDGET / driven.max(1)).clamp(MIN_READ_BUDGET, READ_BUDGET),
+        );
+
+        for event in events.iter() {
+            self.shared.stats.events += 1;
+            let source = Source::decode(event.token());
+            if tracing {
+                self.trace_event(source, event);
+            }
+            match source {
+                Source::Signals => self.on_signal(),
+                Source::Listener(from) => self.accept(from),
+                Source::Scrape(k) => self.scrape(k),
+                Source::Client(key) => {
+                    if let Some(slot) = self.conns.get_mut(key) {
+                        slot.conn.mark_ready(event);
+                        if slot.queued == Queued::Now {
+                            // Driven below, with this readiness latched.
+                            continue;
+                        }
+                    }
+                    self.drive(key, Wake::Ready);
+                }
+            }
+        }
+
+        for key in again {
+            // Skips an entry left by a connection closed since (its
+            // slot free, or reused by a client not queued for now).
+            match self.conns.get_mut(key) {
+                Some(slot) if slot.queued == Queued::Now => slot.queued = Queued::No,
+                _ => continue,
+            }
+            self.drive(key, Wake::Ready);
+        }
+
+        self.fire_timers();
+        self.free_closed();
     }
 
     /// True when `run` should return: a second signal, or the drain that
@@ -1390,45 +1399,14 @@ mod tests {
         (server, addr)
     }
 
-    /// One turn of the loop, as `run` takes it, for listeners and clients.
+    /// One turn of the loop, as `run` takes it (`Server::turn`), after a
+    /// poll of at most 5 ms.
     fn turn(s: &mut Server) {
         let mut events = Events::with_capacity(64);
         s.poll
             .poll(&mut events, Some(Duration::from_millis(5)))
             .expect("poll");
-        s.shared.set_now(Instant::now());
-        let again = std::mem::take(&mut s.state.again);
-        for &key in &again {
-            if let Some(slot) = s.conns.get_mut(key)
-                && slot.queued == Queued::Next
-            {
-                slot.queued = Queued::Now;
-            }
-        }
-        for event in events.iter() {
-            match Source::decode(event.token()) {
-                Source::Client(key) => {
-                    if let Some(slot) = s.conns.get_mut(key) {
-                        slot.conn.mark_ready(event);
-                        if slot.queued == Queued::Now {
-                            continue;
-                        }
-                    }
-                    s.drive(key, Wake::Ready);
-                }
-                Source::Listener(from) => s.accept(from),
-                Source::Signals | Source::Scrape(_) => {}
-            }
-        }
-        for key in again {
-            match s.conns.get_mut(key) {
-                Some(slot) if slot.queued == Queued::Now => slot.queued = Queued::No,
-                _ => continue,
-            }
-            s.drive(key, Wake::Ready);
-        }
-        s.fire_timers();
-        s.free_closed();
+        s.turn(&events, Instant::now(), false);
     }
 
     fn turn_until(s: &mut Server, what: &str, done: impl Fn(&Server) -> bool) {
